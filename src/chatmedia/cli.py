@@ -1,0 +1,258 @@
+"""The `chatmedia` command: the server and its administration, and a small client."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO, TypeVar, cast
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from chatmedia.config import ConfigError, Settings, describe, load_settings
+from chatmedia.db.migrate import current_revision, ensure_schema, head_revision, upgrade
+from chatmedia.pipelines import keys as key_pipeline
+from chatmedia.pipelines.files import sweep_expired
+from chatmedia.services import Services, open_services
+
+app = typer.Typer(help="chatmedia: files and media for chat platforms.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+ServerOption = Annotated[
+    str, typer.Option("--server", envvar="CHATMEDIA_SERVER", help="The server's base URL.")
+]
+KeyOption = Annotated[
+    str, typer.Option("--key", envvar="CHATMEDIA_KEY", help="An API key.", show_default=False)
+]
+
+
+def main() -> None:
+    """Entry point of the `chatmedia` script."""
+    app()
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as e:
+        err_console.print(f"[red]configuration error:[/red] {e}")
+        raise typer.Exit(2) from None
+
+
+def _with_services(work: Callable[[Services], Awaitable[T]]) -> T:
+    async def run() -> T:
+        services = open_services(_settings())
+        try:
+            return await work(services)
+        finally:
+            await services.close()
+
+    return asyncio.run(run())
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address [CHATMEDIA_HOST].")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port [CHATMEDIA_PORT].")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+) -> None:
+    """Serve the API (on granian)."""
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    for name, value in (("HOST", host), ("PORT", port), ("WORKERS", workers)):
+        if value is not None:  # workers read the settings themselves, from the environment
+            os.environ["CHATMEDIA_" + name] = str(value)
+    settings = _settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+    )
+
+    async def prepare(services: Services) -> str | None:
+        await ensure_schema(services.db)
+        return await key_pipeline.create_first_key(services)
+
+    first_key = _with_services(prepare)
+    if first_key:
+        console.print("Created the first API key (shown only this once; keep it):")
+        console.print(first_key, highlight=False, soft_wrap=True)
+    console.print(
+        f"chatmedia serving on http://{settings.host}:{settings.port} (data in {settings.data_dir})"
+    )
+    Granian(
+        "chatmedia.http.app:create_app",
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=settings.workers,
+        log_level=settings.log_level,  # type: ignore[arg-type]
+    ).serve()
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations this version needs."""
+
+    async def run(services: Services) -> str | None:
+        await upgrade(services.db)
+        return await current_revision(services.db)
+
+    console.print(f"database at revision {_with_services(run)} (head {head_revision()})")
+
+
+@app.command("config")
+def show_config() -> None:
+    """Print the effective configuration, with secrets hidden."""
+    table = Table("key", "value", "from")
+    for key, value, source in describe(_settings()):
+        table.add_row(key, value, source)
+    console.print(table)
+
+
+@app.command()
+def gc() -> None:
+    """Delete files past the retention period now (the server also does this periodically)."""
+    settings = _settings()
+    if settings.retention is None:
+        console.print("CHATMEDIA_RETENTION is not set: files are kept forever")
+        return
+    console.print(f"deleted {_with_services(sweep_expired)} expired files")
+
+
+@keys_app.command("create")
+def keys_create(name: Annotated[str, typer.Option(help="A name to recognise the key by.")]) -> None:
+    """Create a key; the key itself is printed alone on the last line."""
+    key, secret = _with_services(lambda s: key_pipeline.create_key(s, name))
+    console.print(f"created key {key.id} ({key.name}); it is shown only this once:")
+    print(secret)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (their secrets are not stored and cannot be shown)."""
+    table = Table("id", "name", "prefix", "created", "revoked")
+    for key in _with_services(key_pipeline.list_keys):
+        revoked = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else ""
+        table.add_row(
+            key.id,
+            key.name,
+            key.prefix + "…",
+            key.created_at.isoformat(timespec="seconds"),
+            revoked,
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str) -> None:
+    """Revoke a key: requests with it get 401 from then on."""
+    if not _with_services(lambda s: key_pipeline.revoke_key(s, key_id)):
+        err_console.print(f"no active key with id {key_id}")
+        raise typer.Exit(1)
+    console.print(f"revoked {key_id}")
+
+
+@contextmanager
+def _client(server: str, key: str) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=server, headers=headers, timeout=httpx.Timeout(60.0)) as client:
+        yield client
+
+
+def _progress() -> Progress:
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    )
+
+
+def _fail(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        message = response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = response.reason_phrase
+    err_console.print(f"[red]error {response.status_code}:[/red] {message}")
+    raise typer.Exit(1)
+
+
+class _ProgressReader:
+    """A file whose reads advance a progress bar (httpx reads upload files in chunks)."""
+
+    def __init__(self, file: BinaryIO, progress: Progress, task: Any) -> None:
+        self._file, self._progress, self._task = file, progress, task
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._file.read(size)
+        self._progress.advance(self._task, len(data))
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+
+@app.command("upload")
+def upload_cmd(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True)],
+    server: ServerOption = "http://127.0.0.1:8080",
+    key: KeyOption = "",
+    conversation: Annotated[str | None, typer.Option(help="Conversation id.")] = None,
+) -> None:
+    """Upload a file; prints its File JSON."""
+    data = {"conversationId": conversation} if conversation else {}
+    with _client(server, key) as client, _progress() as progress, path.open("rb") as file:
+        task = progress.add_task(path.name, total=path.stat().st_size)
+        reader = cast(BinaryIO, _ProgressReader(file, progress, task))
+        response = client.post("/v1/files", files={"file": (path.name, reader)}, data=data)
+    _fail(response)
+    console.print_json(response.text)
+
+
+@app.command("download")
+def download_cmd(
+    file_id: str,
+    server: ServerOption = "http://127.0.0.1:8080",
+    key: KeyOption = "",
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Where to write.")] = None,
+) -> None:
+    """Download a file's bytes (to its own name in this folder unless -o is given)."""
+    with _client(server, key) as client:
+        meta = client.get(f"/v1/files/{file_id}")
+        _fail(meta)
+        target = output or Path(meta.json()["name"])
+        partial = target.with_name(target.name + ".part")
+        with (
+            client.stream("GET", f"/v1/files/{file_id}/content") as response,
+            _progress() as progress,
+        ):
+            _fail(response)
+            task = progress.add_task(target.name, total=int(response.headers["content-length"]))
+            with partial.open("wb") as out:
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+                    progress.advance(task, len(chunk))
+        partial.replace(target)
+    console.print(f"saved {target}")

@@ -1,0 +1,5 @@
+"""Metadata storage: the database handle, the schema and one repository per table group."""
+
+from chatmedia.db.engine import Database
+
+__all__ = ["Database"]

@@ -1,0 +1,129 @@
+"""Repository of files and the blobs they reference."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from chatmedia.db.schema import blobs, files
+from chatmedia.models import FileRecord, FileType
+
+
+class Files:
+    """Queries over `files` and `blobs` on one connection (and so one transaction)."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def get(self, file_id: str) -> FileRecord | None:
+        """The file with this id."""
+        row = (await self._conn.execute(sa.select(files).where(files.c.id == file_id))).first()
+        return _record(row) if row else None
+
+    async def get_by_stored_name(self, stored_name: str) -> FileRecord | None:
+        """The file the file-engine API knows by this name."""
+        query = sa.select(files).where(files.c.stored_name == stored_name)
+        row = (await self._conn.execute(query)).first()
+        return _record(row) if row else None
+
+    async def stored_name_taken(self, stored_name: str) -> bool:
+        """True when some file already has this stored name."""
+        query = sa.select(files.c.seq).where(files.c.stored_name == stored_name)
+        return (await self._conn.execute(query)).first() is not None
+
+    async def page(
+        self, conversation_id: str | None, limit: int, before_seq: int | None
+    ) -> tuple[list[FileRecord], int | None]:
+        """Up to `limit` files, newest first, older than `before_seq` when given; also the
+        seq to continue from, or None when there are no more."""
+        query = sa.select(files).order_by(files.c.seq.desc()).limit(limit + 1)
+        if conversation_id is not None:
+            query = query.where(files.c.conversation_id == conversation_id)
+        if before_seq is not None:
+            query = query.where(files.c.seq < before_seq)
+        rows = (await self._conn.execute(query)).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return [_record(r) for r in rows], (rows[-1].seq if more else None)
+
+    async def insert(self, record: FileRecord) -> None:
+        """Add a file; its blob row must exist (see `lock_blob`)."""
+        await self._conn.execute(
+            files.insert().values(
+                id=record.id,
+                type=record.type,
+                name=record.name,
+                stored_name=record.stored_name,
+                content_type=record.content_type,
+                size=record.size,
+                sha256=record.sha256,
+                conversation_id=record.conversation_id,
+                properties=dict(record.properties),
+                created_at=record.created_at,
+            )
+        )
+
+    async def delete(self, file_id: str) -> None:
+        """Remove a file's row."""
+        await self._conn.execute(files.delete().where(files.c.id == file_id))
+
+    async def expired_ids(self, created_before: datetime, limit: int) -> list[str]:
+        """Ids of the oldest files created before `created_before`."""
+        query = (
+            sa.select(files.c.id)
+            .where(files.c.created_at < created_before)
+            .order_by(files.c.created_at)
+            .limit(limit)
+        )
+        return list((await self._conn.scalars(query)).all())
+
+    async def lock_blob(self, sha256: str, size: int, now: datetime) -> None:
+        """Make sure the blob row exists and hold its lock until the transaction ends, so
+        that no concurrent deletion can remove the blob while a new file comes to use it."""
+        insert = _insert_ignore(self._conn, blobs).values(sha256=sha256, size=size, created_at=now)
+        lock = sa.select(blobs.c.sha256).where(blobs.c.sha256 == sha256).with_for_update()
+        # A deletion may remove the row between the two statements: then insert it anew.
+        for _ in range(3):
+            await self._conn.execute(insert)
+            if (await self._conn.execute(lock)).first() is not None:
+                return
+        raise RuntimeError(f"could not lock blob {sha256}")
+
+    async def release_blob(self, sha256: str) -> bool:
+        """Remove the blob row when no file references it any more. True when removed: the
+        caller then deletes the blob from storage before the transaction commits."""
+        lock = sa.select(blobs.c.sha256).where(blobs.c.sha256 == sha256).with_for_update()
+        if (await self._conn.execute(lock)).first() is None:
+            return False
+        in_use = sa.select(files.c.seq).where(files.c.sha256 == sha256).limit(1)
+        if (await self._conn.execute(in_use)).first() is not None:
+            return False
+        await self._conn.execute(blobs.delete().where(blobs.c.sha256 == sha256))
+        return True
+
+
+def _insert_ignore(conn: AsyncConnection, table: sa.Table) -> Any:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
+
+
+def _record(row: sa.Row[Any]) -> FileRecord:
+    properties: Mapping[str, Any] = row.properties or {}
+    file_type: FileType = row.type
+    return FileRecord(
+        id=row.id,
+        type=file_type,
+        name=row.name,
+        stored_name=row.stored_name,
+        content_type=row.content_type,
+        size=row.size,
+        sha256=row.sha256,
+        conversation_id=row.conversation_id,
+        properties=properties,
+        created_at=row.created_at,
+    )

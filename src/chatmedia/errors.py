@@ -1,0 +1,112 @@
+"""The errors a client can see. Each has a stable snake_case code and an HTTP status; one
+handler (chatmedia.http.responses) renders them all as
+``{"error": {"code": ..., "message": ...}}``.
+
+    ChatMediaError
+    ├── BadRequest (400)
+    │   ├── InvalidMultipart
+    │   ├── InvalidProperties
+    │   └── InvalidCursor
+    ├── Unauthorized (401)
+    ├── NotFound (404)
+    │   └── FileNotFound
+    ├── PreconditionFailed (412)
+    ├── FileTooLarge (413)
+    ├── FieldTooLarge (413)
+    ├── UnsupportedMediaType (415)
+    ├── RangeNotSatisfiable (416)
+    └── BackendUnavailable (503)
+"""
+
+from __future__ import annotations
+
+
+class ChatMediaError(Exception):
+    """Base of every client-visible error."""
+
+    code = "internal_error"
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Extra response headers this error needs."""
+        return {}
+
+
+class BadRequest(ChatMediaError):
+    code = "invalid_request"
+    status = 400
+
+
+class InvalidMultipart(BadRequest):
+    code = "invalid_multipart"
+
+
+class InvalidProperties(BadRequest):
+    code = "invalid_properties"
+
+
+class InvalidCursor(BadRequest):
+    code = "invalid_cursor"
+
+
+class Unauthorized(ChatMediaError):
+    code = "unauthorized"
+    status = 401
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="chatmedia"'}
+
+
+class NotFound(ChatMediaError):
+    code = "not_found"
+    status = 404
+
+
+class FileNotFound(NotFound):
+    code = "file_not_found"
+
+
+class PreconditionFailed(ChatMediaError):
+    code = "precondition_failed"
+    status = 412
+
+
+class FileTooLarge(ChatMediaError):
+    code = "file_too_large"
+    status = 413
+
+
+class FieldTooLarge(ChatMediaError):
+    code = "field_too_large"
+    status = 413
+
+
+class UnsupportedMediaType(ChatMediaError):
+    code = "unsupported_media_type"
+    status = 415
+
+
+class RangeNotSatisfiable(ChatMediaError):
+    """RFC 9110 §15.5.17: answered with Content-Range: bytes */SIZE."""
+
+    code = "range_not_satisfiable"
+    status = 416
+
+    def __init__(self, size: int) -> None:
+        super().__init__("the requested range is outside the content")
+        self.size = size
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Content-Range": f"bytes */{self.size}"}
+
+
+class BackendUnavailable(ChatMediaError):
+    code = "backend_unavailable"
+    status = 503

@@ -1,0 +1,1 @@
+"""The HTTP face of chatmedia: the app factory, thin routes, and the HTTP semantics they use."""

@@ -1,0 +1,109 @@
+"""Answering a request for a file's bytes: conditional requests, a single Range, and the
+headers that keep content passive in our origin."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from email.utils import format_datetime
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from chatmedia.http.ranges import ByteRange, Validators, parse_range
+from chatmedia.mediatypes import is_passive
+from chatmedia.models import FileRecord
+from chatmedia.naming import content_disposition
+from chatmedia.storage import BlobStore, LocalPaths
+
+# Content under one id never changes, but a deleted file must stop being served soon.
+CACHE_CONTROL = "private, max-age=3600"
+
+
+def content_response(request: Request, record: FileRecord, store: BlobStore) -> Response:
+    """The response to GET or HEAD of a hosted file's content (RFC 9110 §13, §14)."""
+    assert record.sha256 is not None
+    validators = Validators(etag=record.etag, last_modified=record.created_at)
+    headers = {
+        "ETag": record.etag,
+        "Last-Modified": format_datetime(record.created_at, usegmt=True),
+        "Cache-Control": CACHE_CONTROL,
+        "Accept-Ranges": "bytes",
+    }
+    h = request.headers
+    validators.check_preconditions(h.get("if-match"), h.get("if-unmodified-since"))
+    if validators.not_modified(h.get("if-none-match"), h.get("if-modified-since")):
+        return Response(status_code=304, headers=headers)
+    inline = is_passive(record.content_type)
+    headers |= {
+        "Content-Type": record.content_type,
+        "Content-Disposition": content_disposition(record.name, inline=inline),
+        # Even if a browser is asked to render it, nothing in it runs in our origin.
+        "Content-Security-Policy": "sandbox",
+    }
+    byte_range = None
+    if validators.range_applies(h.get("if-range")):
+        byte_range = parse_range(h.get("range"), record.size)
+    return BlobResponse(
+        store,
+        record.sha256,
+        byte_range or ByteRange(0, record.size, record.size),
+        partial=byte_range is not None,
+        headers=headers,
+        send_body=request.method != "HEAD",
+    )
+
+
+class BlobResponse(Response):
+    """Streams a byte range of a blob. A whole local blob goes out through the server's
+    `http.response.pathsend` extension when it has one, without Python reading it."""
+
+    def __init__(
+        self,
+        store: BlobStore,
+        key: str,
+        byte_range: ByteRange,
+        *,
+        partial: bool,
+        headers: Mapping[str, str],
+        send_body: bool,
+    ) -> None:
+        length = byte_range.end - byte_range.start
+        all_headers = dict(headers) | {"Content-Length": str(length)}
+        if partial:
+            all_headers["Content-Range"] = byte_range.content_range
+        super().__init__(status_code=206 if partial else 200, headers=all_headers)
+        self._store = store
+        self._key = key
+        self._range = byte_range
+        self._partial = partial
+        self._send_body = send_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start = {
+            "type": "http.response.start",
+            "status": self.status_code,
+            "headers": self.raw_headers,
+        }
+        if not self._send_body:
+            await send(start)
+            await send({"type": "http.response.body", "body": b""})
+            return
+        if (
+            not self._partial
+            and isinstance(self._store, LocalPaths)
+            and "http.response.pathsend" in scope.get("extensions", {})
+        ):
+            await send(start)
+            path = self._store.local_path(self._key)
+            await send({"type": "http.response.pathsend", "path": str(path)})
+            return
+        # Opened before the headers go out, so a missing blob is still a clean 500.
+        chunks = await self._store.open_range(self._key, self._range.start, self._range.end)
+        try:
+            await send(start)
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            await chunks.aclose()

@@ -1,0 +1,53 @@
+"""Reading upload forms into what the upload workflow needs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+
+from chatmedia.errors import InvalidMultipart, InvalidProperties
+from chatmedia.http.multipart import MultipartForm
+from chatmedia.pipelines.upload import UploadInfo
+
+# Text parts the native API reads itself; every other part becomes a property.
+_NATIVE_FIELDS = frozenset({"conversationId", "name", "properties"})
+
+
+def read_form(request: Request) -> MultipartForm:
+    """The request body as a streaming upload form."""
+    return MultipartForm(request.headers.get("content-type"), request.stream())
+
+
+def native_info(form: MultipartForm) -> UploadInfo:
+    """`POST /v1/files`: optional `conversationId`, `name` (overrides the part's filename) and
+    `properties` (a JSON object); other text parts are kept as properties by their names, and
+    `properties` wins over them where both name a key."""
+    fields = form.fields
+    properties: dict[str, Any] = {k: v for k, v in fields.items() if k not in _NATIVE_FIELDS}
+    if "properties" in fields:
+        properties |= _json_object(fields["properties"])
+    return UploadInfo(
+        name=fields.get("name") or form.filename,
+        conversation_id=fields.get("conversationId") or None,
+        properties=properties,
+    )
+
+
+def compat_info(form: MultipartForm) -> UploadInfo:
+    """`uploadFileStream`: `conversationId` is required."""
+    conversation_id = form.fields.get("conversationId", "").strip()
+    if not conversation_id:
+        raise InvalidMultipart("the form has no 'conversationId' part")
+    return UploadInfo(name=form.filename, conversation_id=conversation_id)
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InvalidProperties(f"'properties' is not valid JSON: {e.msg}") from None
+    if not isinstance(value, dict):
+        raise InvalidProperties("'properties' must be a JSON object")
+    return value

@@ -1,0 +1,84 @@
+"""JSON bodies: the File shape, and the error handler that renders every ChatMediaError."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from chatmedia.errors import ChatMediaError
+from chatmedia.models import FileRecord
+
+log = logging.getLogger("chatmedia")
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def file_json(record: FileRecord, public_url: str) -> dict[str, Any]:
+    """A File as the API shows it (ChatKitty's shape, extended)."""
+    return {
+        "id": record.id,
+        "type": record.type,
+        "name": record.name,
+        "storedName": record.stored_name,
+        "contentType": record.content_type,
+        "size": record.size,
+        "url": content_url(record, public_url),
+        "sha256": record.sha256,
+        "conversationId": record.conversation_id,
+        "properties": dict(record.properties),
+        "createdAt": record.created_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def content_url(record: FileRecord, public_url: str) -> str:
+    """The absolute URL of a file's bytes."""
+    return f"{public_url}/v1/files/{record.id}/content"
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """`{"error": {"code", "message"}}` with the given status."""
+    body = {"error": {"code": code, "message": message}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _chatmedia_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ChatMediaError)
+    if exc.status >= 500:
+        log.error("%s: %s", exc.code, exc.message)
+    return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'][1:]) or 'request'}: {e['msg']}" for e in exc.errors()
+    )
+    return error_response(400, "invalid_request", problems or "the request is not valid")
+
+
+async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "the server failed to handle the request")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error as JSON: ours by their code, FastAPI's validation errors as 400,
+    routing errors by status, and anything unexpected as a logged 500 without internals."""
+    app.add_exception_handler(ChatMediaError, _chatmedia_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,1 @@
+"""Thin routes: parse the request, make one domain call, build the response."""

@@ -1,0 +1,96 @@
+"""The Hybrid Chat file-engine API, as existing connectors speak it.
+
+Its published conventions differ from the native API's and are kept exactly: an upload
+answers 200, and any mistake of the client's answers 404 (a server fault 500) with
+`{"message": "An error occurred while uploading file.", "error": {...}}`. Downloads need
+no key: the URL is what connectors put into a media message, fetched by providers that
+cannot send one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from chatmedia.errors import ChatMediaError
+from chatmedia.http.content import content_response
+from chatmedia.http.deps import get_services, require_key
+from chatmedia.http.forms import compat_info, read_form
+from chatmedia.http.routes.files import UPLOAD_FORM
+from chatmedia.models import FileRecord
+from chatmedia.pipelines.files import get_file_by_stored_name
+from chatmedia.pipelines.upload import store_file
+from chatmedia.services import Services
+
+log = logging.getLogger("chatmedia")
+router = APIRouter(prefix="/file-engine/api", tags=["file-engine (compatibility)"])
+ServicesDep = Annotated[Services, Depends(get_services)]
+Filename = Annotated[str, Query(min_length=1, description="The file's stored name")]
+UPLOAD_FAILED = "An error occurred while uploading file."
+
+
+@router.post(
+    "/uploadFileStream",
+    dependencies=[Depends(require_key)],
+    openapi_extra=UPLOAD_FORM,
+    summary="Upload a file (parts: file, conversationId)",
+)
+async def upload_file_stream(request: Request, services: ServicesDep) -> JSONResponse:
+    """Stores the file as `<conversationId>_<filename>` (made unique when taken)."""
+    return await upload_answer(_upload(request, services))
+
+
+async def _upload(request: Request, services: Services) -> FileRecord:
+    form = read_form(request)
+    return await store_file(services, form.file_chunks(), lambda: compat_info(form))
+
+
+async def upload_answer(upload: Awaitable[FileRecord]) -> JSONResponse:
+    """Run an upload and answer in the file-engine's convention."""
+    try:
+        record = await upload
+    except ChatMediaError as e:
+        status = 500 if e.status >= 500 else 404
+        return _upload_failed(status, {"code": e.code, "message": e.message})
+    except Exception:
+        log.exception("file-engine upload failed")
+        return _upload_failed(500, {"code": "internal_error", "message": "server fault"})
+    assert record.sha256 is not None
+    body = {
+        "message": "File uploaded successfully.",
+        "etag": record.sha256,
+        "name": record.stored_name,
+        "type": record.content_type,
+        "size": record.size,
+    }
+    return JSONResponse(body, headers={"ETag": record.etag})
+
+
+def _upload_failed(status: int, error: dict[str, str]) -> JSONResponse:
+    return JSONResponse({"message": UPLOAD_FAILED, "error": error}, status_code=status)
+
+
+@router.api_route("/downloadFileStream", methods=["GET", "HEAD"], summary="Download by name")
+async def download_file_stream(
+    request: Request, services: ServicesDep, filename: Filename
+) -> Response:
+    """The bytes, with the same Range and conditional semantics as the native API."""
+    record = await get_file_by_stored_name(services, filename)
+    return content_response(request, record, services.store)
+
+
+@router.get("/getFileStat", dependencies=[Depends(require_key)], summary="A file's stat")
+async def get_file_stat(services: ServicesDep, filename: Filename) -> dict[str, Any]:
+    """`{"name", "type", "size", "etag", "lastModified"}`."""
+    record = await get_file_by_stored_name(services, filename)
+    return {
+        "name": record.stored_name,
+        "type": record.content_type,
+        "size": record.size,
+        "etag": record.sha256,
+        "lastModified": record.created_at.isoformat().replace("+00:00", "Z"),
+    }

@@ -1,0 +1,94 @@
+"""The native API: /v1/files and /v1/config."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from chatmedia.http.content import content_response
+from chatmedia.http.deps import get_services, require_key
+from chatmedia.http.forms import native_info, read_form
+from chatmedia.http.responses import content_url, file_json
+from chatmedia.pipelines import files
+from chatmedia.pipelines.upload import store_file
+from chatmedia.services import Services
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], tags=["files"])
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+UPLOAD_FORM: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "conversationId": {"type": "string"},
+                        "name": {"type": "string", "description": "Overrides the filename"},
+                        "properties": {"type": "string", "description": "A JSON object"},
+                    },
+                    "additionalProperties": {"type": "string"},
+                }
+            }
+        },
+    }
+}
+
+
+@router.post("/files", status_code=201, openapi_extra=UPLOAD_FORM, summary="Upload a file")
+async def upload_file(request: Request, services: ServicesDep) -> JSONResponse:
+    """Upload one file as multipart/form-data; other text parts become properties."""
+    form = read_form(request)
+    record = await store_file(services, form.file_chunks(), lambda: native_info(form))
+    url = content_url(record, services.settings.public_url)
+    headers = {"ETag": record.etag, "Location": url}
+    return JSONResponse(file_json(record, services.settings.public_url), 201, headers)
+
+
+@router.get("/files", summary="List files, newest first")
+async def list_files(
+    services: ServicesDep,
+    conversation_id: Annotated[str | None, Query(alias="conversationId")] = None,
+    limit: Annotated[int, Query(ge=1, le=files.MAX_PAGE_SIZE)] = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    """A page of files; pass `nextCursor` back as `cursor` for the next page."""
+    page = await files.list_files(services, conversation_id, limit, cursor)
+    base = services.settings.public_url
+    return {"items": [file_json(r, base) for r in page.items], "nextCursor": page.next_cursor}
+
+
+@router.get("/files/{file_id}", summary="A file's metadata")
+async def get_file(file_id: str, services: ServicesDep) -> dict[str, Any]:
+    """The File."""
+    return file_json(await files.get_file(services, file_id), services.settings.public_url)
+
+
+@router.api_route("/files/{file_id}/content", methods=["GET", "HEAD"], summary="A file's bytes")
+async def get_content(file_id: str, request: Request, services: ServicesDep) -> Response:
+    """The bytes, with Range (one range), ETag and conditional requests."""
+    record = await files.get_file(services, file_id)
+    return content_response(request, record, services.store)
+
+
+@router.delete("/files/{file_id}", status_code=204, summary="Delete a file")
+async def delete_file(file_id: str, services: ServicesDep) -> Response:
+    """Delete the file's metadata and, when no other file shares them, its bytes."""
+    await files.delete_file(services, file_id)
+    return Response(status_code=204)
+
+
+@router.get("/config", tags=["system"], summary="Limits a client needs")
+async def client_config(services: ServicesDep) -> dict[str, Any]:
+    """The upload size limit and the type policy."""
+    settings = services.settings
+    return {
+        "maxUploadSize": settings.max_upload_size,
+        "allowedTypes": list(settings.allowed_types),
+        "blockedTypes": list(settings.blocked_types),
+    }

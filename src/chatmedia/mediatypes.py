@@ -1,0 +1,93 @@
+"""Content types: detection from the bytes, the allow/block policy, and how each is served."""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+import threading
+from dataclasses import dataclass
+
+import magic
+
+# libmagic needs more than the first few bytes for container formats (OOXML, MP4 boxes).
+SNIFF_SIZE = 64 * 1024
+
+OCTET_STREAM = "application/octet-stream"
+# A file sent without a name is called this, with the extension of its detected type.
+DEFAULT_NAME_STEM = "file"
+
+# Types a browser may render in our origin without running anything (habit: passive-only
+# inline serving). SVG is an image type that runs scripts, so it is not here.
+_PASSIVE = re.compile(
+    r"(image/(png|jpeg|gif|webp|bmp|avif|heic|heif|tiff|x-icon|vnd\.microsoft\.icon)"
+    r"|audio/[\w.+-]+|video/[\w.+-]+|text/plain)"
+)
+_MIME_PATTERN = re.compile(r"[a-z0-9][\w.+-]*/(\*|[\w.+-]+)|\*/\*")
+_magic_local = threading.local()
+
+
+def detect(head: bytes) -> str:
+    """The MIME type of content whose first bytes are `head`, decided by libmagic.
+
+    Blocking (a few hundred microseconds): call it from a thread.
+    """
+    if not head:
+        return OCTET_STREAM
+    detector = getattr(_magic_local, "detector", None)
+    if detector is None:  # a libmagic handle is not thread-safe: one per thread
+        detector = _magic_local.detector = magic.Magic(mime=True)
+    found: str = detector.from_buffer(head)
+    return found if _MIME_PATTERN.fullmatch(found) else OCTET_STREAM
+
+
+def is_passive(content_type: str) -> bool:
+    """True when a browser may show this type inline without running active content."""
+    return _PASSIVE.fullmatch(content_type) is not None
+
+
+def extension_for(content_type: str) -> str:
+    """A conventional file extension for a type (".png"), or "" when there is none."""
+    return mimetypes.guess_extension(content_type) or ""
+
+
+def parse_type_list(text: str) -> tuple[str, ...]:
+    """Parse a comma-separated list of MIME patterns ("image/*", "application/pdf") or file
+    extensions ("pdf", ".docx") into MIME patterns. Raises ValueError naming a bad item."""
+    patterns = []
+    for raw in text.split(","):
+        item = raw.strip().lower()
+        if not item:
+            continue
+        if "/" in item:
+            if not _MIME_PATTERN.fullmatch(item):
+                raise ValueError(f"'{raw.strip()}' is not a MIME type pattern")
+            patterns.append(item)
+            continue
+        guessed, _ = mimetypes.guess_type("x." + item.lstrip("."), strict=False)
+        if guessed is None:
+            raise ValueError(f"'{raw.strip()}' is not a known file extension")
+        patterns.append(guessed)
+    return tuple(patterns)
+
+
+def _matches(content_type: str, pattern: str) -> bool:
+    if pattern == "*/*":
+        return True
+    if pattern.endswith("/*"):
+        return content_type.startswith(pattern[:-1])
+    return content_type == pattern
+
+
+@dataclass(frozen=True, slots=True)
+class TypePolicy:
+    """Which detected content types may be stored. Blocked wins over allowed; an empty
+    allow-list allows everything."""
+
+    allowed: tuple[str, ...] = ()
+    blocked: tuple[str, ...] = ()
+
+    def permits(self, content_type: str) -> bool:
+        """True when a file of this (detected) type may be stored."""
+        if any(_matches(content_type, p) for p in self.blocked):
+            return False
+        return not self.allowed or any(_matches(content_type, p) for p in self.allowed)

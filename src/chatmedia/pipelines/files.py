@@ -1,0 +1,100 @@
+"""Reading, listing and deleting files, and the retention sweep.
+
+Dedup and deletion are made race-free by the blob row's lock: an upload holds it while it
+adds its file row and makes the blob visible; a deletion holds it while it checks that no
+file references the blob and removes it from storage. So a blob is never removed while a
+new upload of the same bytes is coming to use it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+
+from chatmedia.db.files import Files
+from chatmedia.errors import FileNotFound, InvalidCursor
+from chatmedia.models import FileRecord, Page
+from chatmedia.services import Services
+
+MAX_PAGE_SIZE = 1000
+SWEEP_BATCH = 100
+
+
+async def get_file(services: Services, file_id: str) -> FileRecord:
+    """The file with this id; raises FileNotFound."""
+    async with services.db.read() as conn:
+        record = await Files(conn).get(file_id)
+    if record is None:
+        raise FileNotFound(f"no file with id '{file_id}'")
+    return record
+
+
+async def get_file_by_stored_name(services: Services, name: str) -> FileRecord:
+    """The file the file-engine API knows by `name`; raises FileNotFound."""
+    async with services.db.read() as conn:
+        record = await Files(conn).get_by_stored_name(name)
+    if record is None:
+        raise FileNotFound(f"no file named '{name}'")
+    return record
+
+
+async def list_files(
+    services: Services, conversation_id: str | None, limit: int, cursor: str | None
+) -> Page:
+    """A page of files, newest first; `cursor` is the previous page's `next_cursor`.
+    Pages stay consistent while files are added: a cursor marks a position, not an offset."""
+    before = _decode_cursor(cursor) if cursor else None
+    async with services.db.read() as conn:
+        items, last_seq = await Files(conn).page(conversation_id, limit, before)
+    return Page(items=tuple(items), next_cursor=_encode_cursor(last_seq) if last_seq else None)
+
+
+async def delete_file(services: Services, file_id: str) -> FileRecord:
+    """Delete a file's row, and its blob when no other file uses the same bytes."""
+    async with services.db.write() as conn:
+        files = Files(conn)
+        # 1. Find the file.
+        record = await files.get(file_id)
+        if record is None:
+            raise FileNotFound(f"no file with id '{file_id}'")
+        # 2. Remove its row.
+        await files.delete(file_id)
+        # 3. Release its blob, removing the bytes while holding the blob's lock.
+        if record.sha256 and await files.release_blob(record.sha256):
+            await services.store.delete(record.sha256)
+    return record
+
+
+async def sweep_expired(services: Services, now: datetime | None = None) -> int:
+    """Delete every file older than the retention period; returns how many were deleted."""
+    retention = services.settings.retention
+    if retention is None:
+        return 0
+    cutoff = (now or datetime.now(UTC)) - retention
+    deleted = 0
+    while True:
+        async with services.db.read() as conn:
+            batch = await Files(conn).expired_ids(cutoff, SWEEP_BATCH)
+        for file_id in batch:
+            try:
+                await delete_file(services, file_id)
+            except FileNotFound:  # deleted meanwhile by a client
+                continue
+            deleted += 1
+        if len(batch) < SWEEP_BATCH:
+            return deleted
+
+
+def _encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if text[:1] == "s" and text[1:].isdigit() and len(text) < 21:
+            return int(text[1:])
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise InvalidCursor("the cursor is not one this server handed out")

@@ -1,0 +1,90 @@
+"""The storage interface. Blobs are content-addressed: a blob's key is the SHA-256 of its
+bytes, so identical content is stored once.
+
+Writing is two steps so that the metadata layer can make dedup and deletion race-free
+(see chatmedia.pipelines.files): `put` streams the bytes into a staging area and hashes
+them; `promote` then makes the staged blob visible under its key (or drops it when the key
+already exists) while the caller holds the blob's database lock; `discard` drops it.
+
+Optional capabilities are separate protocols, checked once when the app is wired up:
+`LocalPaths` (a blob is a file on this machine, so the server can send it with
+`http.response.pathsend` without Python reading the bytes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+# The one size for reading and writing blob bytes.
+CHUNK_SIZE = 256 * 1024
+
+
+class BlobMissing(Exception):
+    """A blob the metadata refers to is not in the store."""
+
+
+@dataclass(frozen=True, slots=True)
+class StagedBlob:
+    """Bytes written and hashed but not yet visible under their key."""
+
+    key: str
+    size: int
+    sha256: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class BlobStat:
+    """What the store knows of a stored blob."""
+
+    key: str
+    size: int
+
+
+class BlobStore(Protocol):
+    """Content-addressed blob storage."""
+
+    async def put(self, chunks: AsyncIterable[bytes]) -> StagedBlob:
+        """Stream `chunks` to staging while hashing them. If iterating `chunks` raises,
+        nothing is left behind and the exception propagates."""
+        ...
+
+    async def promote(self, staged: StagedBlob) -> None:
+        """Make a staged blob readable under its key; idempotent; a no-op for content
+        already stored (the staged copy is dropped)."""
+        ...
+
+    async def discard(self, staged: StagedBlob) -> None:
+        """Drop a staged blob that will not be promoted."""
+        ...
+
+    async def open_range(self, key: str, start: int, end: int) -> AsyncGenerator[bytes, None]:
+        """The bytes `start` to `end` (exclusive) of a stored blob, in chunks. The blob is
+        opened before this returns (raising BlobMissing), so a caller can still answer with
+        an error before it sends headers; close the iterator with `aclose()`."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove a blob; removing a missing blob is not an error."""
+        ...
+
+    async def stat(self, key: str) -> BlobStat | None:
+        """The stored blob's size, or None when there is no such blob."""
+        ...
+
+    async def sweep_staging(self, older_than: timedelta) -> int:
+        """Drop staged writes abandoned by a crash; returns how many were dropped."""
+        ...
+
+
+@runtime_checkable
+class LocalPaths(Protocol):
+    """A store whose blobs are files on this machine."""
+
+    def local_path(self, key: str) -> Path:
+        """The path of a stored blob."""
+        ...

@@ -1,0 +1,179 @@
+"""Blobs as files on local disk, under sharded folders named from their SHA-256
+(``ab/cd/abcd…``); writes go to a staging folder on the same filesystem, are fsynced, and
+are renamed into place."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+import time
+from collections.abc import AsyncGenerator, AsyncIterable
+from datetime import timedelta
+from pathlib import Path
+from typing import BinaryIO
+
+import anyio
+from anyio import to_thread
+
+from chatmedia.storage.base import CHUNK_SIZE, BlobMissing, BlobStat, StagedBlob
+
+_KEY = re.compile(r"[0-9a-f]{64}")
+_TOKEN = re.compile(r"[0-9a-f]{32}")
+
+
+class LocalBlobStore:
+    """A `BlobStore` (and `LocalPaths`) over a folder."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root.resolve()
+        self._staging = self._root / ".staging"
+
+    def local_path(self, key: str) -> Path:
+        """The path of blob `key`; the key must be a SHA-256 hex digest."""
+        if not _KEY.fullmatch(key):
+            raise ValueError(f"not a blob key: {key!r}")
+        path = self._root / key[:2] / key[2:4] / key
+        assert path.parent.parent.parent == self._root
+        return path
+
+    def _staged_path(self, token: str) -> Path:
+        if not _TOKEN.fullmatch(token):
+            raise ValueError(f"not a staging token: {token!r}")
+        return self._staging / token
+
+    async def put(self, chunks: AsyncIterable[bytes]) -> StagedBlob:
+        token = secrets.token_hex(16)
+        path = self._staged_path(token)
+        file = await to_thread.run_sync(_create, path)
+        digest = hashlib.sha256()
+        size = 0
+        pending: list[bytes] = []
+        pending_size = 0
+        try:
+            async for chunk in chunks:
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= CHUNK_SIZE:
+                    # hashlib and file writes release the GIL: both run beside the loop.
+                    await to_thread.run_sync(_write, file, digest, b"".join(pending))
+                    size += pending_size
+                    pending, pending_size = [], 0
+            await to_thread.run_sync(_write, file, digest, b"".join(pending))
+            size += pending_size
+            await to_thread.run_sync(_sync_close, file)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await to_thread.run_sync(_close_unlink, file, path)
+            raise
+        sha256 = digest.hexdigest()
+        return StagedBlob(key=sha256, size=size, sha256=sha256, token=token)
+
+    async def promote(self, staged: StagedBlob) -> None:
+        await to_thread.run_sync(self._promote, staged)
+
+    def _promote(self, staged: StagedBlob) -> None:
+        source = self._staged_path(staged.token)
+        target = self.local_path(staged.key)
+        if target.exists():
+            source.unlink(missing_ok=True)
+            return
+        if not source.exists():
+            raise BlobMissing(f"staged blob {staged.token} is gone")
+        _make_dirs(target.parent, self._root)
+        os.replace(source, target)
+        _fsync_dir(target.parent)
+
+    async def discard(self, staged: StagedBlob) -> None:
+        await to_thread.run_sync(self._staged_path(staged.token).unlink, True)
+
+    async def open_range(self, key: str, start: int, end: int) -> AsyncGenerator[bytes, None]:
+        path = self.local_path(key)
+        try:
+            file = await to_thread.run_sync(_open_at, path, start)
+        except FileNotFoundError:
+            raise BlobMissing(f"blob {key} is missing") from None
+        return _read_range(file, end - start)
+
+    async def delete(self, key: str) -> None:
+        await to_thread.run_sync(self.local_path(key).unlink, True)
+
+    async def stat(self, key: str) -> BlobStat | None:
+        try:
+            st = await to_thread.run_sync(os.stat, self.local_path(key))
+        except FileNotFoundError:
+            return None
+        return BlobStat(key=key, size=st.st_size)
+
+    async def sweep_staging(self, older_than: timedelta) -> int:
+        return await to_thread.run_sync(self._sweep_staging, older_than.total_seconds())
+
+    def _sweep_staging(self, max_age: float) -> int:
+        cutoff = time.time() - max_age
+        dropped = 0
+        for entry in os.scandir(self._staging) if self._staging.is_dir() else ():
+            if _TOKEN.fullmatch(entry.name) and entry.stat().st_mtime < cutoff:
+                Path(entry.path).unlink(missing_ok=True)
+                dropped += 1
+        return dropped
+
+
+async def _read_range(file: BinaryIO, length: int) -> AsyncGenerator[bytes, None]:
+    try:
+        while length > 0:
+            chunk = await to_thread.run_sync(file.read, min(CHUNK_SIZE, length))
+            if not chunk:
+                raise BlobMissing("blob is shorter than its recorded size")
+            length -= len(chunk)
+            yield chunk
+    finally:
+        file.close()
+
+
+def _create(path: Path) -> BinaryIO:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.open("xb")
+
+
+def _write(file: BinaryIO, digest: hashlib._Hash, data: bytes) -> None:
+    digest.update(data)
+    file.write(data)
+
+
+def _sync_close(file: BinaryIO) -> None:
+    file.flush()
+    os.fsync(file.fileno())
+    file.close()
+
+
+def _close_unlink(file: BinaryIO, path: Path) -> None:
+    file.close()
+    path.unlink(missing_ok=True)
+
+
+def _open_at(path: Path, offset: int) -> BinaryIO:
+    file = path.open("rb")
+    file.seek(offset)
+    return file
+
+
+def _make_dirs(path: Path, root: Path) -> None:
+    """Create `path` and its missing parents below `root`, fsyncing each new entry's parent so
+    that a crash cannot lose a renamed blob's folder."""
+    if path == root or path.is_dir():
+        return
+    _make_dirs(path.parent, root)
+    try:
+        path.mkdir()
+    except FileExistsError:
+        return
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
