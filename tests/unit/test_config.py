@@ -1,0 +1,76 @@
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from chatmedia.config import ConfigError, describe, load_settings
+
+
+def test_defaults(tmp_path: Path) -> None:
+    settings = load_settings({}, cwd=tmp_path)
+    assert settings.max_upload_size == 5_242_880
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 8080
+    assert settings.public_url == "http://127.0.0.1:8080"
+    assert settings.retention is None
+    assert settings.allowed_types == ()
+    assert settings.database_url.startswith("sqlite+aiosqlite:///")
+
+
+def test_environment_values(tmp_path: Path) -> None:
+    env = {
+        "CHATMEDIA_MAX_UPLOAD_SIZE": "20MB",
+        "CHATMEDIA_ALLOWED_TYPES": "image/*, pdf",
+        "CHATMEDIA_RETENTION": "30d",
+        "CHATMEDIA_PUBLIC_URL": "https://media.example.com/",
+    }
+    settings = load_settings(env, cwd=tmp_path)
+    assert settings.max_upload_size == 20_000_000
+    assert settings.allowed_types == ("image/*", "application/pdf")
+    assert settings.retention == timedelta(days=30)
+    assert settings.public_url == "https://media.example.com"
+
+
+def test_bad_value_names_key_and_value(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=re.escape("CHATMEDIA_MAX_UPLOAD_SIZE has value '5XB': not a size")
+    ):
+        load_settings({"CHATMEDIA_MAX_UPLOAD_SIZE": "5XB"}, cwd=tmp_path)
+    with pytest.raises(ConfigError, match="CHATMEDIA_PORT has value 'http'"):
+        load_settings({"CHATMEDIA_PORT": "http"}, cwd=tmp_path)
+    with pytest.raises(ConfigError, match="'exe2' is not a known file extension"):
+        load_settings({"CHATMEDIA_BLOCKED_TYPES": "exe2"}, cwd=tmp_path)
+
+
+def test_toml_file_and_environment_precedence(tmp_path: Path) -> None:
+    (tmp_path / "chatmedia.toml").write_text(
+        'max_upload_size = "1GiB"\nport = 9000\nblocked_types = ["pdf", "text/html"]\n'
+    )
+    settings = load_settings({"CHATMEDIA_PORT": "9100"}, cwd=tmp_path)
+    assert settings.max_upload_size == 1024**3
+    assert settings.port == 9100
+    assert settings.blocked_types == ("application/pdf", "text/html")
+
+
+def test_toml_errors_name_the_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "custom.toml"
+    path.write_text('max_upload_size = "lots"\n')
+    with pytest.raises(
+        ConfigError, match=re.escape("custom.toml key max_upload_size has value 'lots'")
+    ):
+        load_settings({"CHATMEDIA_CONFIG": str(path)}, cwd=tmp_path)
+    path.write_text("colour = 1\n")
+    with pytest.raises(ConfigError, match="unknown keys: colour"):
+        load_settings({"CHATMEDIA_CONFIG": str(path)}, cwd=tmp_path)
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings({"CHATMEDIA_CONFIG": str(tmp_path / "missing.toml")}, cwd=tmp_path)
+
+
+def test_describe_hides_secrets(tmp_path: Path) -> None:
+    env = {"CHATMEDIA_DATABASE_URL": "sqlite:///x.db"}
+    settings = load_settings(env, cwd=tmp_path)
+    rows = {key: (value, source) for key, value, source in describe(settings, env)}
+    assert rows["CHATMEDIA_MAX_UPLOAD_SIZE"] == ("5242880", "default")
+    assert rows["CHATMEDIA_DATABASE_URL"][1] == "env CHATMEDIA_DATABASE_URL"
+    assert rows["CHATMEDIA_PUBLIC_URL"][1] == "derived"

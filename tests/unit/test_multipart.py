@@ -1,0 +1,106 @@
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chatmedia.errors import ChatMediaError, FieldTooLarge, InvalidMultipart
+from chatmedia.http.multipart import MAX_FIELD_SIZE, MAX_FIELDS, MultipartForm
+
+BOUNDARY = "----chatmediaBoundary7MA4YWxk"
+CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def part(name: str, value: bytes, filename: str | None = None) -> bytes:
+    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+    return f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + value + b"\r\n"
+
+
+def body(*parts: bytes) -> bytes:
+    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+
+
+async def chunked(data: bytes, sizes: list[int]) -> AsyncIterator[bytes]:
+    position = 0
+    for size in sizes:
+        yield data[position : position + size]
+        position += size
+    if position < len(data):
+        yield data[position:]
+
+
+def read(data: bytes, sizes: list[int] | None = None) -> tuple[bytes, dict[str, str], str | None]:
+    async def run() -> tuple[bytes, dict[str, str], str | None]:
+        form = MultipartForm(CONTENT_TYPE, chunked(data, sizes or [7] * (len(data) // 7 + 1)))
+        content = b"".join([chunk async for chunk in form.file_chunks()])
+        return content, form.fields, form.filename
+
+    return anyio.run(run)
+
+
+FILE = bytes(range(256)) * 40 + b"\r\n--" + BOUNDARY[:-3].encode() + b"\r\n"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=4000), max_size=40))
+def test_any_chunking_gives_the_same_form(sizes: list[int]) -> None:
+    data = body(part("a", b"1"), part("file", FILE, "x.bin"), part("conversationId", b"c9"))
+    assert read(data, sizes) == (FILE, {"a": "1", "conversationId": "c9"}, "x.bin")
+
+
+def test_fields_before_and_after_the_file() -> None:
+    data = body(part("name", "résumé.pdf".encode()), part("file", b"abc", "up.pdf"))
+    assert read(data) == (b"abc", {"name": "résumé.pdf"}, "up.pdf")
+
+
+@pytest.mark.parametrize(
+    ("data", "error", "message"),
+    [
+        (body(part("a", b"1")), InvalidMultipart, "no 'file' part"),
+        (body(part("file", b"1", "a"), part("file", b"2", "b")), InvalidMultipart, "more than one"),
+        (body(part("a", b"1"), part("a", b"2"), part("file", b"x", "f")), InvalidMultipart, "more"),
+        (body(part("file", b"x", "f"))[:-12], InvalidMultipart, "closing boundary"),
+        (part("file", b"x", "f"), InvalidMultipart, "closing boundary"),
+        (b"", InvalidMultipart, "closing boundary"),
+        (b"garbage " * 100, InvalidMultipart, "malformed"),
+        (body(part("a", b"\xff\xfe"), part("file", b"x", "f")), InvalidMultipart, "UTF-8"),
+        (
+            body(*(part(f"p{i}", b"") for i in range(MAX_FIELDS + 1)), part("file", b"x", "f")),
+            InvalidMultipart,
+            "text parts",
+        ),
+        (body(part("big", b"x" * (MAX_FIELD_SIZE + 1))), FieldTooLarge, "larger than"),
+    ],
+)
+def test_bad_forms(data: bytes, error: type[ChatMediaError], message: str) -> None:
+    with pytest.raises(error, match=message):
+        read(data)
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "application/json", "multipart/form-data", "text/plain; boundary=x"]
+)
+def test_not_multipart(content_type: str | None) -> None:
+    with pytest.raises(InvalidMultipart, match="multipart/form-data"):
+        MultipartForm(content_type, chunked(b"", []))
+
+
+def test_thousands_of_empty_parts_stop_early() -> None:
+    # The error comes as soon as the limit is passed, not after the whole body.
+    consumed = 0
+
+    async def endless_parts() -> AsyncIterator[bytes]:
+        nonlocal consumed
+        for _ in range(100_000):
+            consumed += 1
+            yield part("p", b"")
+
+    async def run() -> None:
+        form = MultipartForm(CONTENT_TYPE, endless_parts())
+        async for _ in form.file_chunks():
+            pass
+
+    with pytest.raises(InvalidMultipart):
+        anyio.run(run)
+    assert consumed < MAX_FIELDS + 5
