@@ -74,7 +74,8 @@ def _upload_failed(status: int, error: dict[str, str]) -> JSONResponse:
     return JSONResponse({"message": UPLOAD_FAILED, "error": error}, status_code=status)
 
 
-@router.api_route("/downloadFileStream", methods=["GET", "HEAD"], summary="Download by name")
+@router.get("/downloadFileStream", summary="Download by name", operation_id="downloadFileStream")
+@router.head("/downloadFileStream", summary="Headers by name", operation_id="headFileStream")
 async def download_file_stream(
     request: Request, services: ServicesDep, filename: Filename
 ) -> Response:

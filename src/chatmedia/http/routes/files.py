@@ -69,7 +69,8 @@ async def get_file(file_id: str, services: ServicesDep) -> dict[str, Any]:
     return file_json(await files.get_file(services, file_id), services.settings.public_url)
 
 
-@router.api_route("/files/{file_id}/content", methods=["GET", "HEAD"], summary="A file's bytes")
+@router.get("/files/{file_id}/content", summary="A file's bytes", operation_id="getContent")
+@router.head("/files/{file_id}/content", summary="A file's headers", operation_id="headContent")
 async def get_content(file_id: str, request: Request, services: ServicesDep) -> Response:
     """The bytes, with Range (one range), ETag and conditional requests."""
     record = await files.get_file(services, file_id)
