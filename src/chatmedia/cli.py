@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +23,7 @@ from rich.progress import (
 from rich.table import Table
 
 from chatmedia.config import ConfigError, Settings, describe, load_settings
-from chatmedia.db.migrate import current_revision, ensure_schema, head_revision, upgrade
+from chatmedia.db.migrate import current_revision, head_revision, upgrade
 from chatmedia.pipelines import keys as key_pipeline
 from chatmedia.pipelines.files import sweep_expired
 from chatmedia.services import Services, open_services
@@ -73,38 +73,13 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Listen port [CHATMEDIA_PORT].")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
 ) -> None:
-    """Serve the API (on granian)."""
-    from granian import Granian
-    from granian.constants import Interfaces
-
+    """Serve the API (on granian). On first start it creates and prints an API key."""
     for name, value in (("HOST", host), ("PORT", port), ("WORKERS", workers)):
-        if value is not None:  # workers read the settings themselves, from the environment
+        if value is not None:  # the server process reads its settings from the environment
             os.environ["CHATMEDIA_" + name] = str(value)
-    settings = _settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
-    )
-
-    async def prepare(services: Services) -> str | None:
-        await ensure_schema(services.db)
-        return await key_pipeline.create_first_key(services)
-
-    first_key = _with_services(prepare)
-    if first_key:
-        console.print("Created the first API key (shown only this once; keep it):")
-        console.print(first_key, highlight=False, soft_wrap=True)
-    console.print(
-        f"chatmedia serving on http://{settings.host}:{settings.port} (data in {settings.data_dir})"
-    )
-    Granian(
-        "chatmedia.http.app:create_app",
-        factory=True,
-        address=settings.host,
-        port=settings.port,
-        interface=Interfaces.ASGI,
-        workers=settings.workers,
-        log_level=settings.log_level,  # type: ignore[arg-type]
-    ).serve()
+    _settings()  # report a configuration error here, with the CLI's formatting
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "chatmedia.server"])  # noqa: S606
 
 
 @app.command()
@@ -120,11 +95,11 @@ def migrate() -> None:
 
 @app.command("config")
 def show_config() -> None:
-    """Print the effective configuration, with secrets hidden."""
-    table = Table("key", "value", "from")
-    for key, value, source in describe(_settings()):
-        table.add_row(key, value, source)
-    console.print(table)
+    """Print the effective configuration as KEY=value lines, with secrets hidden."""
+    rows = [(f"{key}={value}", source) for key, value, source in describe(_settings())]
+    width = max(len(setting) for setting, _ in rows)
+    for setting, source in rows:
+        print(f"{setting:<{width}}  # {source}")
 
 
 @app.command()

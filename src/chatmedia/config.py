@@ -212,20 +212,23 @@ def describe(
     rows = []
     for f in fields(settings):
         value = getattr(settings, f.name)
-        shown = _hide_password(str(value)) if FIELDS[f.name].secret else _show(value)
+        shown = hide_password(str(value)) if FIELDS[f.name].secret else _show(f.name, value)
         rows.append((ENV_PREFIX + f.name.upper(), shown, sources.get(f.name, "derived")))
     return rows
 
 
-def _show(value: object) -> str:
+def _show(name: str, value: object) -> str:
     if isinstance(value, tuple):
-        return ", ".join(value) or "(none)"
+        return ",".join(value) or ("(any)" if name == "allowed_types" else "(none)")
+    if isinstance(value, timedelta):
+        return f"{int(value.total_seconds())}s"
     if value is None:
         return "forever"
     return str(value)
 
 
-def _hide_password(url: str) -> str:
+def hide_password(url: str) -> str:
+    """`url` with its password, if any, replaced by ***."""
     parts = urlsplit(url)
     if parts.password is None:
         return url

@@ -23,7 +23,10 @@ _PASSIVE = re.compile(
     r"|audio/[\w.+-]+|video/[\w.+-]+|text/plain)"
 )
 _MIME_PATTERN = re.compile(r"[a-z0-9][\w.+-]*/(\*|[\w.+-]+)|\*/\*")
-_magic_local = threading.local()
+# One libmagic handle: each loads its own copy of the magic database (megabytes), and a
+# handle is not thread-safe, so threads take turns (a detection takes about a millisecond).
+_magic_lock = threading.Lock()
+_magic: magic.Magic | None = None
 
 
 def detect(head: bytes) -> str:
@@ -31,12 +34,13 @@ def detect(head: bytes) -> str:
 
     Blocking (a few hundred microseconds): call it from a thread.
     """
+    global _magic
     if not head:
         return OCTET_STREAM
-    detector = getattr(_magic_local, "detector", None)
-    if detector is None:  # a libmagic handle is not thread-safe: one per thread
-        detector = _magic_local.detector = magic.Magic(mime=True)
-    found: str = detector.from_buffer(head)
+    with _magic_lock:
+        if _magic is None:
+            _magic = magic.Magic(mime=True)
+        found: str = _magic.from_buffer(head)
     return found if _MIME_PATTERN.fullmatch(found) else OCTET_STREAM
 
 

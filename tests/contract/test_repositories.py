@@ -11,7 +11,8 @@ from alembic.runtime.migration import MigrationContext
 from chatmedia.db import Database
 from chatmedia.db.files import Files
 from chatmedia.db.keys import Keys
-from chatmedia.db.schema import metadata
+from chatmedia.db.migrate import current_revision, head_revision
+from chatmedia.db.schema import SCHEMA_REVISION, metadata
 from chatmedia.models import FileRecord
 
 pytestmark = pytest.mark.anyio
@@ -32,6 +33,11 @@ def record(n: int, conversation: str | None = "c1", created: datetime = NOW) -> 
         properties={"n": n, "nested": {"ok": True}},
         created_at=created,
     )
+
+
+async def test_schema_revision_is_the_newest_migration(database: Database) -> None:
+    assert head_revision() == SCHEMA_REVISION
+    assert await current_revision(database) == SCHEMA_REVISION
 
 
 async def test_migrations_create_the_schema(database: Database) -> None:

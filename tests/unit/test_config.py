@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from chatmedia.config import ConfigError, describe, load_settings
+from chatmedia.config import ConfigError, describe, hide_password, load_settings
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -74,3 +74,10 @@ def test_describe_hides_secrets(tmp_path: Path) -> None:
     assert rows["CHATMEDIA_MAX_UPLOAD_SIZE"] == ("5242880", "default")
     assert rows["CHATMEDIA_DATABASE_URL"][1] == "env CHATMEDIA_DATABASE_URL"
     assert rows["CHATMEDIA_PUBLIC_URL"][1] == "derived"
+    assert rows["CHATMEDIA_ALLOWED_TYPES"][0] == "(any)"
+    assert rows["CHATMEDIA_RETENTION_INTERVAL"][0] == "600s"
+
+
+def test_hide_password() -> None:
+    assert hide_password("postgresql://app:s3cret@db/x") == "postgresql://app:***@db/x"
+    assert hide_password("sqlite:///data/x.db") == "sqlite:///data/x.db"

@@ -18,6 +18,7 @@ from chatmedia.http.responses import install_error_handlers
 from chatmedia.http.routes import compat, files, system
 from chatmedia.http.security import SecurityHeadersMiddleware
 from chatmedia.pipelines.files import sweep_expired
+from chatmedia.pipelines.keys import create_first_key
 from chatmedia.services import Services, open_services
 
 log = logging.getLogger("chatmedia")
@@ -37,6 +38,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await ensure_schema(services.db)
+        first_key = await create_first_key(services)
+        if first_key:
+            _announce_first_key(first_key)
         await services.store.sweep_staging(STALE_STAGING)
         async with anyio.create_task_group() as tasks:
             if settings.retention is not None:
@@ -65,6 +69,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(compat.router)
     app.include_router(system.router)
     return app
+
+
+def _announce_first_key(secret: str) -> None:
+    # Printed, not logged: it goes to the operator's console once, alone on its line.
+    print("Created the first API key (shown only this once; keep it):", flush=True)
+    print(secret, flush=True)
 
 
 async def _retention_loop(services: Services) -> None:

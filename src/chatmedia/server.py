@@ -1,0 +1,47 @@
+"""The server process: granian serving `chatmedia.http.app:create_app`.
+
+`chatmedia serve` execs this module instead of starting granian itself. granian forks its
+workers from this process, so whatever this process has imported every worker carries:
+keeping it to the settings and granian saves each worker the CLI's and Alembic's memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from granian import Granian
+from granian.constants import Interfaces
+from granian.log import LogLevels
+
+from chatmedia.config import ConfigError, load_settings
+
+
+def main() -> None:
+    """Serve until stopped, with the settings from the environment."""
+    try:
+        settings = load_settings()
+    except ConfigError as e:
+        sys.exit(f"configuration error: {e}")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    print(
+        f"chatmedia serving on http://{settings.host}:{settings.port}"
+        f" (data in {settings.data_dir})",
+        flush=True,
+    )
+    Granian(
+        "chatmedia.http.app:create_app",
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=settings.workers,
+        log_level=LogLevels(settings.log_level),
+    ).serve()
+
+
+if __name__ == "__main__":
+    main()

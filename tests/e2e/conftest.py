@@ -1,0 +1,141 @@
+"""A real `chatmedia serve` process on 127.0.0.1, in a temp folder, for the main flows."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+CHATMEDIA = str(Path(sys.executable).with_name("chatmedia"))
+START_TIMEOUT = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Server:
+    """One server process and the environment its CLI commands share."""
+
+    def __init__(self, root: Path, **settings: str) -> None:
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = root / "data"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CHATMEDIA_")}
+        self.env |= {
+            "CHATMEDIA_DATA_DIR": str(self.data_dir),
+            "CHATMEDIA_HOST": "127.0.0.1",
+            "CHATMEDIA_PORT": str(self.port),
+        }
+        self.env |= {"CHATMEDIA_" + k.upper(): v for k, v in settings.items()}
+        self.log = root / "server.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.key = ""
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [CHATMEDIA, "serve"],
+                cwd=self.root,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("server did not start:\n" + self.log.read_text())
+        keys = re.findall(r"^(cm_\S+)$", self.log.read_text(), re.MULTILINE)
+        self.key = self.key or keys[0]
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60, **kwargs)  # type: ignore[arg-type]
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [CHATMEDIA, *args],
+            cwd=self.root,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check:
+            assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    def worker_pids(self) -> list[int]:
+        assert self.process is not None
+        pids, todo = [], [self.process.pid]
+        while todo:
+            pid = todo.pop()
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            pids += [int(c) for c in children]
+            todo += [int(c) for c in children]
+        return pids
+
+    def peak_rss_mib(self) -> float:
+        """The largest peak resident size (VmHWM) among the server's worker processes."""
+        peaks = []
+        for pid in self.worker_pids():
+            status = Path(f"/proc/{pid}/status").read_text()
+            peaks.append(int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024)  # type: ignore[union-attr]
+        return max(peaks)
+
+    def stored_blobs(self) -> list[Path]:
+        return [p for p in (self.data_dir / "blobs").rglob("*") if p.is_file()]
+
+
+@pytest.fixture(scope="module")
+def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def start(**settings: str) -> Server:
+        server = Server(tmp_path_factory.mktemp("server"), **settings)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(start_server: Callable[..., Server]) -> Server:
+    return start_server()
