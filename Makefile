@@ -10,6 +10,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@$(BIN)/python -c "import magic" 2>/dev/null || \
+		{ echo "libmagic is missing: install Debian's libmagic1 (apt-get install libmagic1)"; exit 1; }
 	touch $@
 
 run: $(STAMP)
