@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +11,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatmedia.db.schema import blobs, files
-from chatmedia.models import FileRecord, FileType
+from chatmedia.models import FileRecord
+
+# FileRecord's fields are the columns of `files` (besides the internal `seq`).
+_RECORD_FIELDS = tuple(f.name for f in fields(FileRecord))
 
 
 class Files:
@@ -53,20 +56,9 @@ class Files:
 
     async def insert(self, record: FileRecord) -> None:
         """Add a file; its blob row must exist (see `lock_blob`)."""
-        await self._conn.execute(
-            files.insert().values(
-                id=record.id,
-                type=record.type,
-                name=record.name,
-                stored_name=record.stored_name,
-                content_type=record.content_type,
-                size=record.size,
-                sha256=record.sha256,
-                conversation_id=record.conversation_id,
-                properties=dict(record.properties),
-                created_at=record.created_at,
-            )
-        )
+        values = {name: getattr(record, name) for name in _RECORD_FIELDS}
+        values["properties"] = dict(record.properties)
+        await self._conn.execute(files.insert().values(values))
 
     async def delete(self, file_id: str) -> None:
         """Remove a file's row."""
@@ -113,17 +105,4 @@ def _insert_ignore(conn: AsyncConnection, table: sa.Table) -> Any:
 
 
 def _record(row: sa.Row[Any]) -> FileRecord:
-    properties: Mapping[str, Any] = row.properties or {}
-    file_type: FileType = row.type
-    return FileRecord(
-        id=row.id,
-        type=file_type,
-        name=row.name,
-        stored_name=row.stored_name,
-        content_type=row.content_type,
-        size=row.size,
-        sha256=row.sha256,
-        conversation_id=row.conversation_id,
-        properties=properties,
-        created_at=row.created_at,
-    )
+    return FileRecord(**{name: row._mapping[name] for name in _RECORD_FIELDS})
