@@ -16,6 +16,8 @@ from granian.log import LogLevels
 
 from chatmedia.config import ConfigError, load_settings
 
+WORKER_KILL_TIMEOUT = 10  # seconds a worker gets to stop before it is killed
+
 
 def main() -> None:
     """Serve until stopped, with the settings from the environment."""
@@ -40,6 +42,9 @@ def main() -> None:
         interface=Interfaces.ASGI,
         workers=settings.workers,
         log_level=LogLevels(settings.log_level),
+        # A worker stopped while still starting up may miss SIGTERM; without a timeout the
+        # main process would wait for it forever.
+        workers_kill_timeout=WORKER_KILL_TIMEOUT,
     ).serve()
 
 

@@ -204,6 +204,9 @@ def test_hostile_bodies_get_fast_4xx_with_bounded_memory(server: Server) -> None
     # A Content-Length longer than the body, then the client gives up: nothing stays.
     raw_request(server, multipart_head(server, 10 * MIB), file_part(b"short")[:-8])
     time.sleep(0.5)
+    log = server.log.read_text()
+    assert "client disconnected before its request body ended" in log
+    assert "Traceback" not in log
     new_blobs = set(server.stored_blobs()) - set(blobs_before)
     assert [p.read_bytes() for p in new_blobs] == [b"chunked body"]  # the one accepted upload
     assert list((server.data_dir / "blobs" / ".staging").iterdir()) == []

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
 from chatmedia.errors import ChatMediaError
 from chatmedia.http.content import content_response
@@ -56,6 +57,8 @@ async def upload_answer(upload: Awaitable[FileRecord]) -> JSONResponse:
     except ChatMediaError as e:
         status = 500 if e.status >= 500 else 404
         return _upload_failed(status, {"code": e.code, "message": e.message})
+    except ClientDisconnect:
+        raise  # nobody to answer; not a fault of ours
     except Exception:
         log.exception("file-engine upload failed")
         return _upload_failed(500, {"code": "internal_error", "message": "server fault"})
