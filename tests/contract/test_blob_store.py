@@ -4,6 +4,7 @@ import hashlib
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
+import anyio
 import pytest
 
 from chatmedia.storage import CHUNK_SIZE, BlobMissing, BlobStore
@@ -70,6 +71,18 @@ async def test_failed_stream_leaves_nothing(blob_store: BlobStore) -> None:
 
     with pytest.raises(RuntimeError, match="client went away"):
         await blob_store.put(failing())
+    assert await blob_store.sweep_staging(timedelta(0)) == 0
+
+
+async def test_cancelled_put_leaves_nothing(blob_store: BlobStore) -> None:
+    async def stalls() -> AsyncIterator[bytes]:
+        yield DATA  # a few pieces: a write is in flight when the stream stalls
+        await anyio.sleep(60)
+        yield b"never"
+
+    with anyio.move_on_after(0.5) as scope:
+        await blob_store.put(stalls())
+    assert scope.cancelled_caught
     assert await blob_store.sweep_staging(timedelta(0)) == 0
 
 

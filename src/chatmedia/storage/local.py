@@ -4,12 +4,13 @@ are renamed into place."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
@@ -46,29 +47,17 @@ class LocalBlobStore:
     async def put(self, chunks: AsyncIterable[bytes]) -> StagedBlob:
         token = secrets.token_hex(16)
         path = self._staged_path(token)
-        file = await to_thread.run_sync(_create, path)
-        digest = hashlib.sha256()
-        size = 0
-        pending: list[bytes] = []
-        pending_size = 0
+        writer = _Writer(await to_thread.run_sync(_create, path))
         try:
-            async for chunk in chunks:
-                pending.append(chunk)
-                pending_size += len(chunk)
-                if pending_size >= CHUNK_SIZE:
-                    # hashlib and file writes release the GIL: both run beside the loop.
-                    await to_thread.run_sync(_write, file, digest, b"".join(pending))
-                    size += pending_size
-                    pending, pending_size = [], 0
-            await to_thread.run_sync(_write, file, digest, b"".join(pending))
-            size += pending_size
-            await to_thread.run_sync(_sync_close, file)
+            async for piece in _pieces(chunks):
+                await writer.write(piece)
+            await writer.finish()
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await to_thread.run_sync(_close_unlink, file, path)
+                await writer.abandon(path)
             raise
-        sha256 = digest.hexdigest()
-        return StagedBlob(key=sha256, size=size, sha256=sha256, token=token)
+        sha256 = writer.digest.hexdigest()
+        return StagedBlob(key=sha256, size=writer.size, sha256=sha256, token=token)
 
     async def promote(self, staged: StagedBlob) -> None:
         await to_thread.run_sync(self._promote, staged)
@@ -117,6 +106,54 @@ class LocalBlobStore:
                 Path(entry.path).unlink(missing_ok=True)
                 dropped += 1
         return dropped
+
+
+async def _pieces(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """`chunks` regrouped into pieces of at least CHUNK_SIZE bytes (the last may be short)."""
+    pending: list[bytes] = []
+    pending_size = 0
+    async for chunk in chunks:
+        pending.append(chunk)
+        pending_size += len(chunk)
+        if pending_size >= CHUNK_SIZE:
+            yield b"".join(pending)
+            pending, pending_size = [], 0
+    yield b"".join(pending)
+
+
+class _Writer:
+    """Hashes and writes pieces in a worker thread with one piece in flight, so the next
+    piece is parsed while the last one is written (hashlib and file writes release the
+    GIL). At most two pieces are held: memory does not follow the file size."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.digest = hashlib.sha256()
+        self.size = 0
+        self._in_flight: asyncio.Future[None] | None = None
+
+    async def write(self, piece: bytes) -> None:
+        await self._settle()
+        loop = asyncio.get_running_loop()
+        self._in_flight = loop.run_in_executor(None, _write, self.file, self.digest, piece)
+        self.size += len(piece)
+
+    async def finish(self) -> None:
+        """Wait for the last write, then fsync and close the file."""
+        await self._settle()
+        await to_thread.run_sync(_sync_close, self.file)
+
+    async def abandon(self, path: Path) -> None:
+        """Let a write in flight end (it must not race the close), then drop the file."""
+        if self._in_flight is not None:
+            await asyncio.wait([self._in_flight])
+        await to_thread.run_sync(_close_unlink, self.file, path)
+
+    async def _settle(self) -> None:
+        if self._in_flight is not None:
+            # Shielded: if this wait is cancelled, the write goes on and abandon() waits.
+            await asyncio.shield(self._in_flight)
+            self._in_flight = None
 
 
 async def _read_range(file: BinaryIO, length: int) -> AsyncGenerator[bytes, None]:
