@@ -14,13 +14,23 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from chatmedia.egress.credentials import ChannelProfile, parse_channel
+from chatmedia.egress.policy import (
+    FetchPolicy,
+    IPNetwork,
+    parse_hosts,
+    parse_networks,
+    parse_ports,
+)
 from chatmedia.mediatypes import TypePolicy, parse_type_list
 from chatmedia.units import parse_duration, parse_size
 
 ENV_PREFIX = "CHATMEDIA_"
+CHANNELS_KEY = "channels"
 DEFAULT_CONFIG_FILE = "chatmedia.toml"
 
 
@@ -44,11 +54,32 @@ class Settings:
     retention_interval: timedelta
     workers: int
     log_level: str
+    import_allow_networks: tuple[IPNetwork, ...]
+    import_allow_hosts: tuple[str, ...]
+    import_ports: tuple[tuple[int, int], ...]
+    import_proxy: str | None
+    import_connect_timeout: float
+    import_read_timeout: float
+    import_deadline: float
+    channels: Mapping[str, ChannelProfile]
 
     @property
     def type_policy(self) -> TypePolicy:
         """The allow/block policy for stored content types."""
         return TypePolicy(allowed=self.allowed_types, blocked=self.blocked_types)
+
+    @property
+    def fetch_policy(self) -> FetchPolicy:
+        """Where imports may fetch from, and how long they may take."""
+        return FetchPolicy(
+            allow_networks=self.import_allow_networks,
+            allow_hosts=self.import_allow_hosts,
+            ports=self.import_ports,
+            proxy=self.import_proxy,
+            connect_timeout=self.import_connect_timeout,
+            read_timeout=self.import_read_timeout,
+            deadline=self.import_deadline,
+        )
 
     @property
     def blob_dir(self) -> Path:
@@ -115,6 +146,17 @@ def _log_level(text: str) -> str:
     return level
 
 
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 3600:
+        raise ValueError("must be a number of seconds from 0 to 3600")
+    return value
+
+
+def _proxy(text: str) -> str | None:
+    return _url(text) if text.strip() else None
+
+
 FIELDS: dict[str, Field] = {
     "data_dir": Field(
         lambda t: Path(t).expanduser(), "./data", "Folder for the database and blobs."
@@ -140,6 +182,19 @@ FIELDS: dict[str, Field] = {
     "retention_interval": Field(_interval, "10m", "How often the retention sweeper runs."),
     "workers": Field(_positive_int, "1", "Server worker processes."),
     "log_level": Field(_log_level, "info", "debug, info, warning or error."),
+    "import_allow_networks": Field(
+        parse_networks, "", "CIDRs imports may reach although private (e.g. 10.1.0.0/16)."
+    ),
+    "import_allow_hosts": Field(
+        parse_hosts, "", "Host names imports may reach whatever their addresses."
+    ),
+    "import_ports": Field(parse_ports, "80,443,8080,8443", "Ports imports may connect to."),
+    "import_proxy": Field(
+        _proxy, "", "Proxy for imports (environment proxy variables are ignored).", True
+    ),
+    "import_connect_timeout": Field(_seconds, "10", "Seconds to connect to a source."),
+    "import_read_timeout": Field(_seconds, "30", "Seconds a source may stay silent."),
+    "import_deadline": Field(_seconds, "60", "Seconds an import may take in all."),
 }
 
 
@@ -151,7 +206,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
-    unknown = sorted(set(data) - set(FIELDS))
+    unknown = sorted(set(data) - set(FIELDS) - {CHANNELS_KEY})
     if unknown:
         raise ConfigError(f"config file {path} has unknown keys: {', '.join(unknown)}")
     return data
@@ -189,6 +244,7 @@ def collect(
 
 def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
     """Build and validate the settings. Raises ConfigError naming the key and bad value."""
+    env = os.environ if env is None else env
     raw = collect(env, cwd)
     values: dict[str, Any] = {}
     for name, (text, source) in raw.items():
@@ -201,7 +257,24 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
     values.setdefault(
         "database_url", "sqlite+aiosqlite:///" + str(values["data_dir"] / "chatmedia.db")
     )
+    path = _config_file(env, cwd or Path.cwd())
+    table = _read_toml(path).get(CHANNELS_KEY, {}) if path else {}
+    values["channels"] = _channels(table, path)
     return Settings(**values)
+
+
+def _channels(table: Any, path: Path | None) -> Mapping[str, ChannelProfile]:
+    """The `[channels.<name>]` tables: allowHosts, apiKey360, oauth, headers."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path} key {CHANNELS_KEY} must be a table of channel tables")
+    profiles = {}
+    for name, spec in table.items():
+        where = f"{path} table [{CHANNELS_KEY}.{name}]"
+        try:
+            profiles[name] = parse_channel(spec)
+        except ValueError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    return MappingProxyType(profiles)
 
 
 def describe(
@@ -212,18 +285,28 @@ def describe(
     rows = []
     for f in fields(settings):
         value = getattr(settings, f.name)
-        shown = hide_password(str(value)) if FIELDS[f.name].secret else _show(f.name, value)
+        if f.name == CHANNELS_KEY:
+            shown = ",".join(sorted(value)) or "(none)"
+            rows.append((ENV_PREFIX + "CHANNELS", shown, "config file"))
+            continue
+        secret = FIELDS[f.name].secret and value is not None
+        shown = hide_password(str(value)) if secret else _show(f.name, value)
         rows.append((ENV_PREFIX + f.name.upper(), shown, sources.get(f.name, "derived")))
     return rows
 
 
+def _range(ports: tuple[int, int]) -> str:
+    return str(ports[0]) if ports[0] == ports[1] else f"{ports[0]}-{ports[1]}"
+
+
 def _show(name: str, value: object) -> str:
     if isinstance(value, tuple):
-        return ",".join(value) or ("(any)" if name == "allowed_types" else "(none)")
+        items = [_range(v) if isinstance(v, tuple) else str(v) for v in value]
+        return ",".join(items) or ("(any)" if name == "allowed_types" else "(none)")
     if isinstance(value, timedelta):
         return f"{int(value.total_seconds())}s"
     if value is None:
-        return "forever"
+        return "forever" if name == "retention" else "(none)"
     return str(value)
 
 

@@ -5,17 +5,22 @@ handler (chatmedia.http.responses) renders them all as
     ChatMediaError
     ├── BadRequest (400)
     │   ├── InvalidMultipart
+    │   ├── InvalidSourceUrl
     │   ├── InvalidProperties
     │   └── InvalidCursor
     ├── Unauthorized (401)
+    ├── DestinationNotAllowed (403)
     ├── NotFound (404)
     │   └── FileNotFound
     ├── PreconditionFailed (412)
     ├── FileTooLarge (413)
     ├── FieldTooLarge (413)
+    ├── RequestTooLarge (413)
     ├── UnsupportedMediaType (415)
     ├── RangeNotSatisfiable (416)
-    └── BackendUnavailable (503)
+    ├── SourceError (502)
+    ├── BackendUnavailable (503)
+    └── SourceTimeout (504)
 """
 
 from __future__ import annotations
@@ -50,6 +55,10 @@ class InvalidProperties(BadRequest):
     code = "invalid_properties"
 
 
+class InvalidSourceUrl(BadRequest):
+    code = "invalid_source_url"
+
+
 class InvalidCursor(BadRequest):
     code = "invalid_cursor"
 
@@ -61,6 +70,13 @@ class Unauthorized(ChatMediaError):
     @property
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": 'Bearer realm="chatmedia"'}
+
+
+class DestinationNotAllowed(ChatMediaError):
+    """The fetcher will not connect there (and did not)."""
+
+    code = "destination_not_allowed"
+    status = 403
 
 
 class NotFound(ChatMediaError):
@@ -87,6 +103,11 @@ class FieldTooLarge(ChatMediaError):
     status = 413
 
 
+class RequestTooLarge(ChatMediaError):
+    code = "request_too_large"
+    status = 413
+
+
 class UnsupportedMediaType(ChatMediaError):
     code = "unsupported_media_type"
     status = 415
@@ -110,3 +131,15 @@ class RangeNotSatisfiable(ChatMediaError):
 class BackendUnavailable(ChatMediaError):
     code = "backend_unavailable"
     status = 503
+
+
+class SourceError(ChatMediaError):
+    """A source answered 4xx/5xx, broke off, or sent something unusable."""
+
+    code = "source_error"
+    status = 502
+
+
+class SourceTimeout(ChatMediaError):
+    code = "source_timeout"
+    status = 504

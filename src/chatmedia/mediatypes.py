@@ -44,6 +44,11 @@ def detect(head: bytes) -> str:
     return found if _MIME_PATTERN.fullmatch(found) else OCTET_STREAM
 
 
+def is_mime_type(text: str) -> bool:
+    """True for a concrete MIME type ("image/png"), not a pattern ("image/*")."""
+    return _MIME_PATTERN.fullmatch(text) is not None and "*" not in text
+
+
 def is_passive(content_type: str) -> bool:
     """True when a browser may show this type inline without running active content."""
     return _PASSIVE.fullmatch(content_type) is not None

@@ -12,7 +12,8 @@ FileType = Literal["HOSTED", "EXTERNAL"]
 
 @dataclass(frozen=True, slots=True)
 class FileRecord:
-    """A file's metadata. `sha256` names the blob of a HOSTED file."""
+    """A file's metadata. A HOSTED file has a blob (`sha256`); an EXTERNAL file is a
+    reference to a `url` elsewhere."""
 
     id: str
     type: FileType
@@ -24,6 +25,7 @@ class FileRecord:
     conversation_id: str | None
     properties: Mapping[str, Any]
     created_at: datetime
+    url: str | None = None
 
     @property
     def etag(self) -> str:

@@ -6,27 +6,34 @@ from dataclasses import dataclass
 
 from chatmedia.config import Settings
 from chatmedia.db import Database
+from chatmedia.egress.fetcher import Fetcher, Resolver, system_resolver
+from chatmedia.egress.oauth import TokenCache
 from chatmedia.storage import BlobStore
 from chatmedia.storage.local import LocalBlobStore
 
 
 @dataclass(frozen=True, slots=True)
 class Services:
-    """Settings, database and blob store, handed to every workflow."""
+    """Settings, database, blob store and the fetcher, handed to every workflow."""
 
     settings: Settings
     db: Database
     store: BlobStore
+    fetcher: Fetcher
+    tokens: TokenCache
 
     async def close(self) -> None:
         """Release the database connections."""
         await self.db.close()
 
 
-def open_services(settings: Settings) -> Services:
+def open_services(settings: Settings, resolver: Resolver = system_resolver) -> Services:
     """Connect the backends the settings name (no I/O happens until first use)."""
+    fetcher = Fetcher(settings.fetch_policy, resolver)
     return Services(
         settings=settings,
         db=Database(settings.database_url),
         store=LocalBlobStore(settings.blob_dir),
+        fetcher=fetcher,
+        tokens=TokenCache(fetcher),
     )

@@ -40,7 +40,7 @@ def test_upload_answers_a_file(api: Api) -> None:
     assert body["url"] == f"http://127.0.0.1:8080/v1/files/{body['id']}/content"
     assert len(body["id"]) >= 16
     assert response.headers["etag"] == f'"{body["sha256"]}"'
-    assert response.headers["location"] == body["url"]
+    assert response.headers["location"] == f"http://127.0.0.1:8080/v1/files/{body['id']}"
     assert api.client.get(f"/v1/files/{body['id']}", headers=api.auth).json() == body
 
 

@@ -32,7 +32,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 
 # The migration (db/migrations/versions) that creates exactly these tables.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 metadata = sa.MetaData(
     naming_convention={
@@ -65,6 +65,8 @@ files = sa.Table(
     sa.Column("content_type", sa.String(255), nullable=False),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("sha256", sa.String(64), sa.ForeignKey("blobs.sha256"), nullable=True),
+    # Where an EXTERNAL file is; HOSTED files have their blob instead.
+    sa.Column("url", sa.Text, nullable=True),
     sa.Column("conversation_id", sa.Text, nullable=True),
     sa.Column("properties", sa.JSON, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from email.utils import format_datetime
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from chatmedia.http.ranges import ByteRange, Validators, parse_range
@@ -21,8 +21,11 @@ CACHE_CONTROL = "private, max-age=3600"
 
 
 def content_response(request: Request, record: FileRecord, store: BlobStore) -> Response:
-    """The response to GET or HEAD of a hosted file's content (RFC 9110 §13, §14)."""
-    assert record.sha256 is not None
+    """The response to GET or HEAD of a file's content (RFC 9110 §13, §14): the bytes of a
+    HOSTED file, a 307 to where an EXTERNAL file is."""
+    if record.sha256 is None:
+        assert record.url is not None
+        return RedirectResponse(record.url, status_code=307)
     validators = Validators(etag=record.etag, last_modified=record.created_at)
     headers = {
         "ETag": record.etag,

@@ -29,17 +29,12 @@ def file_json(record: FileRecord, public_url: str) -> dict[str, Any]:
         "storedName": record.stored_name,
         "contentType": record.content_type,
         "size": record.size,
-        "url": content_url(record, public_url),
+        "url": record.url or f"{public_url}/v1/files/{record.id}/content",
         "sha256": record.sha256,
         "conversationId": record.conversation_id,
         "properties": dict(record.properties),
         "createdAt": record.created_at.isoformat().replace("+00:00", "Z"),
     }
-
-
-def content_url(record: FileRecord, public_url: str) -> str:
-    """The absolute URL of a file's bytes."""
-    return f"{public_url}/v1/files/{record.id}/content"
 
 
 def error_response(

@@ -74,7 +74,7 @@ async def _record(
             id=new_file_id(),
             type="HOSTED",
             name=name,
-            stored_name=await _unique_stored_name(files, stored_name(info.conversation_id, name)),
+            stored_name=await unique_stored_name(files, stored_name(info.conversation_id, name)),
             content_type=content_type,
             size=staged.size,
             sha256=staged.sha256,
@@ -87,7 +87,7 @@ async def _record(
     return record
 
 
-async def _unique_stored_name(files: Files, wanted: str) -> str:
+async def unique_stored_name(files: Files, wanted: str) -> str:
     """`wanted`, or `wanted` with a short random suffix before its extension when taken:
     an earlier file is never overwritten."""
     candidate = wanted

@@ -21,8 +21,11 @@ from chatmedia.errors import ChatMediaError
 from chatmedia.http.content import content_response
 from chatmedia.http.deps import get_services, require_key
 from chatmedia.http.forms import compat_info, read_form
+from chatmedia.http.jsonbody import json_body_doc, read_body, validate
 from chatmedia.http.routes.files import UPLOAD_FORM
+from chatmedia.http.schemas import FileEngineImportBody
 from chatmedia.models import FileRecord
+from chatmedia.pipelines.fetch import import_file
 from chatmedia.pipelines.files import get_file_by_stored_name
 from chatmedia.pipelines.upload import store_file
 from chatmedia.services import Services
@@ -77,6 +80,23 @@ def _upload_failed(status: int, error: dict[str, str]) -> JSONResponse:
     return JSONResponse({"message": UPLOAD_FAILED, "error": error}, status_code=status)
 
 
+@router.post(
+    "/uploadFileFromUrl",
+    dependencies=[Depends(require_key)],
+    openapi_extra=json_body_doc(FileEngineImportBody),
+    summary="Import a file from a URL (JSON or urlencoded form)",
+)
+async def upload_file_from_url(request: Request, services: ServicesDep) -> JSONResponse:
+    """Stores the fetched file as `<conversationId>_<fileName>`, the name defaulting to the
+    source's (Content-Disposition, else the URL's last segment)."""
+    return await upload_answer(_import(request, services))
+
+
+async def _import(request: Request, services: Services) -> FileRecord:
+    body = validate(FileEngineImportBody, await read_body(request))
+    return await import_file(services, body.to_request())
+
+
 @router.get("/downloadFileStream", summary="Download by name", operation_id="downloadFileStream")
 @router.head("/downloadFileStream", summary="Headers by name", operation_id="headFileStream")
 async def download_file_stream(
@@ -95,6 +115,6 @@ async def get_file_stat(services: ServicesDep, filename: Filename) -> dict[str, 
         "name": record.stored_name,
         "type": record.content_type,
         "size": record.size,
-        "etag": record.sha256,
+        "etag": record.sha256,  # null for an EXTERNAL file
         "lastModified": record.created_at.isoformat().replace("+00:00", "Z"),
     }

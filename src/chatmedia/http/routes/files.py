@@ -10,8 +10,13 @@ from fastapi.responses import JSONResponse, Response
 from chatmedia.http.content import content_response
 from chatmedia.http.deps import get_services, require_key
 from chatmedia.http.forms import native_info, read_form
-from chatmedia.http.responses import content_url, file_json
+from chatmedia.http.jsonbody import json_body_doc, read_body, validate
+from chatmedia.http.responses import file_json
+from chatmedia.http.schemas import ExternalBody, ImportBody
+from chatmedia.models import FileRecord
 from chatmedia.pipelines import files
+from chatmedia.pipelines.external import create_external_file
+from chatmedia.pipelines.fetch import import_file
 from chatmedia.pipelines.upload import store_file
 from chatmedia.services import Services
 
@@ -45,9 +50,40 @@ async def upload_file(request: Request, services: ServicesDep) -> JSONResponse:
     """Upload one file as multipart/form-data; other text parts become properties."""
     form = read_form(request)
     record = await store_file(services, form.file_chunks(), lambda: native_info(form))
-    url = content_url(record, services.settings.public_url)
-    headers = {"ETag": record.etag, "Location": url}
-    return JSONResponse(file_json(record, services.settings.public_url), 201, headers)
+    return _created(record, services)
+
+
+@router.post(
+    "/files/import",
+    status_code=201,
+    openapi_extra=json_body_doc(ImportBody),
+    summary="Import a file from a URL",
+)
+async def import_from_url(request: Request, services: ServicesDep) -> JSONResponse:
+    """The server fetches `sourceUrl` (with the channel's credentials, under the fetch
+    policy) and stores it as if it had been uploaded."""
+    body = validate(ImportBody, await read_body(request))
+    return _created(await import_file(services, body.to_request()), services)
+
+
+@router.post(
+    "/files/external",
+    status_code=201,
+    openapi_extra=json_body_doc(ExternalBody),
+    summary="Record a file kept elsewhere",
+)
+async def create_external(request: Request, services: ServicesDep) -> JSONResponse:
+    """An EXTERNAL file: a reference whose content requests are redirected to its URL."""
+    body = validate(ExternalBody, await read_body(request))
+    return _created(await create_external_file(services, body.to_info()), services)
+
+
+def _created(record: FileRecord, services: Services) -> JSONResponse:
+    base = services.settings.public_url
+    headers = {"Location": f"{base}/v1/files/{record.id}"}
+    if record.sha256:
+        headers["ETag"] = record.etag
+    return JSONResponse(file_json(record, base), 201, headers)
 
 
 @router.get("/files", summary="List files, newest first")

@@ -1,0 +1,26 @@
+"""External files: a URL instead of a blob.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-21
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("files") as batch:
+        batch.add_column(sa.Column("url", sa.Text, nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("files") as batch:
+        batch.drop_column("url")

@@ -1,0 +1,64 @@
+"""EXTERNAL files: references to files kept elsewhere (ChatKitty's external files). The
+server stores the reference, never fetches it, and redirects downloads to it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from chatmedia.db.files import Files
+from chatmedia.egress.urls import parse_source_url
+from chatmedia.errors import BadRequest, UnsupportedMediaType
+from chatmedia.mediatypes import is_mime_type
+from chatmedia.models import FileRecord
+from chatmedia.naming import sanitize_name, stored_name
+from chatmedia.pipelines.upload import new_file_id, unique_stored_name
+from chatmedia.services import Services
+from chatmedia.units import MAX_SIZE
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalInfo:
+    """What a client says of a file kept elsewhere."""
+
+    url: str
+    content_type: str
+    size: int
+    name: str | None = None
+    conversation_id: str | None = None
+    properties: Mapping[str, Any] = field(default_factory=dict)
+
+
+async def create_external_file(services: Services, info: ExternalInfo) -> FileRecord:
+    """Record a reference. Its type must be a valid MIME type the type policy allows (the
+    declared type: there are no bytes to look at); its size from 0 to 2**63-1."""
+    # 1. Check what the client says.
+    url = parse_source_url(info.url)
+    content_type = info.content_type.strip().lower()
+    if not is_mime_type(content_type):
+        raise BadRequest("contentType must be a MIME type such as image/png")
+    if not services.settings.type_policy.permits(content_type):
+        raise UnsupportedMediaType(f"files of type {content_type} are not allowed")
+    if isinstance(info.size, bool) or not 0 <= info.size <= MAX_SIZE:
+        raise BadRequest("size must be an integer from 0 to 2**63-1")
+    name = sanitize_name(info.name or url.url.path.rsplit("/", 1)[-1])
+    # 2. Record it under a unique stored name.
+    async with services.db.write() as conn:
+        files = Files(conn)
+        record = FileRecord(
+            id=new_file_id(),
+            type="EXTERNAL",
+            name=name,
+            stored_name=await unique_stored_name(files, stored_name(info.conversation_id, name)),
+            content_type=content_type,
+            size=info.size,
+            sha256=None,
+            conversation_id=info.conversation_id,
+            properties=dict(info.properties),
+            created_at=datetime.now(UTC),
+            url=str(url.url),
+        )
+        await files.insert(record)
+    return record
