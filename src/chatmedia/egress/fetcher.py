@@ -165,7 +165,7 @@ class Fetcher:
         headers: Mapping[str, str],
         form: Mapping[str, str] | None = None,
     ) -> httpx.Response:
-        target, extensions = await self._pin(url)
+        target, extensions = await self.destination(url)
         request = client.build_request(
             method,
             target,
@@ -181,8 +181,10 @@ class Fetcher:
         except httpx.HTTPError:
             raise SourceError(f"could not connect to the source {url.host}") from None
 
-    async def _pin(self, url: SourceUrl) -> tuple[httpx.URL, dict[str, object]]:
-        """Check the destination and name the address to connect to."""
+    async def destination(self, url: SourceUrl) -> tuple[httpx.URL, dict[str, object]]:
+        """Check the destination (port, then every address the host resolves to) and name
+        the URL to connect to, pinned to a checked address; raises DestinationNotAllowed.
+        Makes no connection."""
         policy = self.policy
         if not policy.port_allowed(url.port):
             raise DestinationNotAllowed(f"port {url.port} is not allowed")

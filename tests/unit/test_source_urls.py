@@ -1,0 +1,76 @@
+import contextlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chatmedia.egress.urls import parse_source_url
+from chatmedia.errors import InvalidSourceUrl
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port", "host_header"),
+    [
+        ("https://example.com/a.jpg", "example.com", 443, "example.com"),
+        ("http://EXAMPLE.com:8080/x", "example.com", 8080, "example.com:8080"),
+        ("http://example.com./x", "example.com", 80, "example.com"),
+        ("http://bücher.de/x", "xn--bcher-kva.de", 80, "xn--bcher-kva.de"),
+        ("https://[2606:4700::1111]:8443/", "2606:4700::1111", 8443, "[2606:4700::1111]:8443"),
+        ("http://2130706433/", "2130706433", 80, "2130706433"),
+    ],
+)
+def test_parsed(url: str, host: str, port: int, host_header: str) -> None:
+    source = parse_source_url(url)
+    assert (source.host, source.port, source.host_header) == (host, port, host_header)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://a@127.0.0.1/",
+        "http://user:pass@example.com/",
+        "http://example.com\\@127.0.0.1/",
+        "http://exa mple.com/",
+        "http://example.com/\r\nX: y",
+        "ftp://example.com/",
+        "file:///etc/passwd",
+        "javascript:alert(1)",
+        "//example.com/x",
+        "/relative",
+        "http:///x",
+        "http://0177.0.0.1/",
+        "http://example.com:0/",
+        "http://example.com:99999/",
+        "",
+    ],
+)
+def test_refused_as_invalid(url: str) -> None:
+    with pytest.raises(InvalidSourceUrl):
+        parse_source_url(url)
+
+
+@given(st.text(max_size=200))
+def test_any_text_parses_or_is_invalid(text: str) -> None:
+    try:
+        source = parse_source_url(text)
+    except InvalidSourceUrl:
+        return
+    assert source.url.scheme in ("http", "https")
+    assert not source.url.userinfo
+    assert source.host == source.host.lower()
+    assert "\\" not in text
+    assert 0 < source.port < 65536
+
+
+@given(st.sampled_from(["http://", "https://"]), st.text(max_size=40), st.text(max_size=40))
+def test_url_shaped_text_parses_or_is_invalid(scheme: str, host: str, rest: str) -> None:
+    with contextlib.suppress(InvalidSourceUrl):  # and nothing else
+        parse_source_url(f"{scheme}{host}/{rest}")
+
+
+def test_redirects_are_read_by_the_same_rules() -> None:
+    source = parse_source_url("https://example.com/a/b")
+    assert str(source.join("/c").url) == "https://example.com/c"
+    assert source.join("http://other.example/x").host == "other.example"
+    with pytest.raises(InvalidSourceUrl):
+        source.join("http://a@127.0.0.1/")
