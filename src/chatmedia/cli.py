@@ -206,6 +206,23 @@ def upload_cmd(
     console.print_json(response.text)
 
 
+@app.command("import")
+def import_cmd(
+    url: str,
+    server: ServerOption = "http://127.0.0.1:8080",
+    key: KeyOption = "",
+    conversation: Annotated[str | None, typer.Option(help="Conversation id.")] = None,
+    channel: Annotated[str | None, typer.Option(help="Channel profile to fetch with.")] = None,
+    name: Annotated[str | None, typer.Option(help="File name (default: the source's).")] = None,
+) -> None:
+    """Have the server fetch a URL and store it; prints the File."""
+    body = {"sourceUrl": url, "conversationId": conversation, "channel": channel, "fileName": name}
+    with _client(server, key) as client:
+        response = client.post("/v1/files/import", json={k: v for k, v in body.items() if v})
+    _fail(response)
+    console.print_json(response.text)
+
+
 @app.command("download")
 def download_cmd(
     file_id: str,
