@@ -270,3 +270,28 @@ async def test_token_cache_renews_before_expiry(source: SourceServer) -> None:
     assert await cache.access_token(client) == "tok-1"
     now[0] += 600  # within 30 s of expiry (3600 s)
     assert await cache.access_token(client) == "tok-2"
+
+
+async def test_environment_proxies_are_ignored(
+    services: Services, source: SourceServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Listener("127.0.0.1") as proxy:
+        for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.port}")
+        record = await import_file(services, ImportRequest(source.url("/file.png")))
+        assert record.size == len(PNG)
+        assert proxy.connections == 0
+
+
+async def test_a_configured_proxy_is_used(source: SourceServer) -> None:
+    with Listener("127.0.0.1") as proxy:
+        policy = FetchPolicy(
+            allow_networks=(ipaddress.ip_network("127.0.0.1/32"),),
+            ports=((1, 65535),),
+            proxy=f"http://127.0.0.1:{proxy.port}",
+        )
+        with pytest.raises(SourceError):  # this "proxy" hangs up
+            async with Fetcher(policy).get(parse_source_url(source.url("/file.png")), {}):
+                pass
+        assert proxy.connections == 1
+        assert source.hits["/file.png"] == 0
