@@ -6,17 +6,20 @@ handler (chatmedia.http.responses) renders them all as
     ├── BadRequest (400)
     │   ├── InvalidMultipart
     │   ├── InvalidSourceUrl
+    │   ├── InvalidIdempotencyKey
     │   ├── InvalidProperties
     │   └── InvalidCursor
     ├── Unauthorized (401)
     ├── DestinationNotAllowed (403)
     ├── NotFound (404)
     │   └── FileNotFound
+    ├── IdempotencyKeyInProgress (409)
     ├── PreconditionFailed (412)
     ├── FileTooLarge (413)
     ├── FieldTooLarge (413)
     ├── RequestTooLarge (413)
     ├── UnsupportedMediaType (415)
+    ├── IdempotencyKeyReused (422)
     ├── RangeNotSatisfiable (416)
     ├── SourceError (502)
     ├── BackendUnavailable (503)
@@ -59,6 +62,10 @@ class InvalidSourceUrl(BadRequest):
     code = "invalid_source_url"
 
 
+class InvalidIdempotencyKey(BadRequest):
+    code = "invalid_idempotency_key"
+
+
 class InvalidCursor(BadRequest):
     code = "invalid_cursor"
 
@@ -86,6 +93,20 @@ class NotFound(ChatMediaError):
 
 class FileNotFound(NotFound):
     code = "file_not_found"
+
+
+class IdempotencyKeyInProgress(ChatMediaError):
+    """A request with the same Idempotency-Key is still being handled."""
+
+    code = "idempotency_key_in_progress"
+    status = 409
+
+
+class IdempotencyKeyReused(ChatMediaError):
+    """The same Idempotency-Key came with a different request."""
+
+    code = "idempotency_key_reused"
+    status = 422
 
 
 class PreconditionFailed(ChatMediaError):

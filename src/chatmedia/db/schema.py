@@ -32,7 +32,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 
 # The migration (db/migrations/versions) that creates exactly these tables.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 
 metadata = sa.MetaData(
     naming_convention={
@@ -84,4 +84,101 @@ api_keys = sa.Table(
     sa.Column("prefix", sa.String(16), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+_SEQ = sa.BigInteger().with_variant(sa.Integer, "sqlite")
+
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("seq", _SEQ, primary_key=True),
+    sa.Column("id", sa.String(32), nullable=False, unique=True),
+    sa.Column("conversation_id", sa.Text, nullable=False),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("body", sa.Text, nullable=True),
+    # No foreign key: a message outlives its file, which then shows as null.
+    sa.Column("file_id", sa.String(32), nullable=True),
+    sa.Column("group_tag", sa.Text, nullable=True),
+    sa.Column("properties", sa.JSON, nullable=False),
+    sa.Column("sender", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index(None, "conversation_id", "seq"),
+    sa.Index(None, "file_id"),
+)
+
+# The event log: its seq is the event id that SSE clients resume from. Written in the same
+# transaction as the change it records.
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("seq", _SEQ, primary_key=True),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("conversation_id", sa.Text, nullable=True),
+    sa.Column("data", sa.JSON, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index(None, "conversation_id", "seq"),
+    sa.Index(None, "created_at"),
+)
+
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("events", sa.JSON, nullable=False),
+    # Kept to sign deliveries; shown to the client once, when the webhook is created.
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+# The outbox: one row per event and webhook, written with the event. Rows of one queue (a
+# webhook and a conversation) are delivered in event order.
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("seq", _SEQ, primary_key=True),
+    sa.Column(
+        "webhook_id",
+        sa.String(32),
+        sa.ForeignKey("webhooks.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("event_seq", sa.BigInteger, sa.ForeignKey("events.seq"), nullable=False),
+    sa.Column("queue", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("lease_until", UTCDateTime, nullable=True),
+    sa.Column("last_status", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("delivered_at", UTCDateTime, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index(None, "status", "next_attempt_at"),
+    sa.Index(None, "webhook_id", "queue", "event_seq"),
+    sa.Index(None, "webhook_id", "seq"),
+)
+
+# Answers kept for retries that carry the same Idempotency-Key, per API key.
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("scope", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("request_hash", sa.String(64), nullable=True),
+    sa.Column("status", sa.Integer, nullable=True),
+    sa.Column("headers", sa.JSON, nullable=True),
+    sa.Column("body", sa.LargeBinary, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("completed_at", UTCDateTime, nullable=True),
+    sa.Index(None, "created_at"),
+)
+
+# Secrets the server makes for itself (the key that signs event-stream URLs), shared by
+# every node through the database.
+server_secrets = sa.Table(
+    "server_secrets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
 )
