@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 FileType = Literal["HOSTED", "EXTERNAL"]
+MessageType = Literal["TEXT", "FILE", "IMAGE", "VIDEO", "AUDIO"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,32 @@ class FileRecord:
     def etag(self) -> str:
         """Strong entity tag (RFC 9110 §8.8.3), derived from the content hash."""
         return f'"{self.sha256}"'
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """A message of a conversation; `file_id` names its file, if any."""
+
+    id: str
+    conversation_id: str
+    type: MessageType
+    body: str | None
+    file_id: str | None
+    group_tag: str | None
+    properties: Mapping[str, Any]
+    sender: Mapping[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An entry of the event log; `seq` is its id."""
+
+    seq: int
+    type: str
+    conversation_id: str | None
+    data: Mapping[str, Any]
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from chatmedia.bus import EventBus
 from chatmedia.config import Settings
 from chatmedia.db import Database
 from chatmedia.egress.fetcher import Fetcher, Resolver, system_resolver
@@ -14,13 +15,15 @@ from chatmedia.storage.local import LocalBlobStore
 
 @dataclass(frozen=True, slots=True)
 class Services:
-    """Settings, database, blob store and the fetcher, handed to every workflow."""
+    """Settings, database, blob store, the fetcher and the event bus, handed to every
+    workflow."""
 
     settings: Settings
     db: Database
     store: BlobStore
     fetcher: Fetcher
     tokens: TokenCache
+    bus: EventBus
 
     async def close(self) -> None:
         """Release the database connections."""
@@ -36,4 +39,5 @@ def open_services(settings: Settings, resolver: Resolver = system_resolver) -> S
         store=LocalBlobStore(settings.blob_dir),
         fetcher=fetcher,
         tokens=TokenCache(fetcher),
+        bus=EventBus(),
     )

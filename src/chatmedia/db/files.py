@@ -28,6 +28,13 @@ class Files:
         row = (await self._conn.execute(sa.select(files).where(files.c.id == file_id))).first()
         return _record(row) if row else None
 
+    async def get_many(self, file_ids: set[str]) -> dict[str, FileRecord]:
+        """The files with these ids, by id (missing ones are left out)."""
+        if not file_ids:
+            return {}
+        rows = await self._conn.execute(sa.select(files).where(files.c.id.in_(file_ids)))
+        return {row.id: _record(row) for row in rows}
+
     async def get_by_stored_name(self, stored_name: str) -> FileRecord | None:
         """The file the file-engine API knows by this name."""
         query = sa.select(files).where(files.c.stored_name == stored_name)

@@ -1,9 +1,8 @@
-"""JSON bodies: the File shape, and the error handler that renders every ChatMediaError."""
+"""Error bodies, and the handlers that render every error as JSON."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -12,29 +11,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from chatmedia.errors import ChatMediaError
-from chatmedia.models import FileRecord
 
 log = logging.getLogger("chatmedia")
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 CLIENT_CLOSED_REQUEST = 499
-
-
-def file_json(record: FileRecord, public_url: str) -> dict[str, Any]:
-    """A File as the API shows it (ChatKitty's shape, extended)."""
-    return {
-        "id": record.id,
-        "type": record.type,
-        "name": record.name,
-        "storedName": record.stored_name,
-        "contentType": record.content_type,
-        "size": record.size,
-        "url": record.url or f"{public_url}/v1/files/{record.id}/content",
-        "sha256": record.sha256,
-        "conversationId": record.conversation_id,
-        "properties": dict(record.properties),
-        "createdAt": record.created_at.isoformat().replace("+00:00", "Z"),
-    }
 
 
 def error_response(

@@ -8,13 +8,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from chatmedia.db.files import Files
 from chatmedia.egress.urls import parse_source_url
 from chatmedia.errors import BadRequest, UnsupportedMediaType
 from chatmedia.mediatypes import is_mime_type
 from chatmedia.models import FileRecord
 from chatmedia.naming import sanitize_name, stored_name
-from chatmedia.pipelines.upload import new_file_id, unique_stored_name
+from chatmedia.pipelines.upload import log_file_event, new_file_id, unique_stored_name
 from chatmedia.services import Services
 from chatmedia.units import MAX_SIZE
 
@@ -32,8 +34,19 @@ class ExternalInfo:
 
 
 async def create_external_file(services: Services, info: ExternalInfo) -> FileRecord:
-    """Record a reference. Its type must be a valid MIME type the type policy allows (the
-    declared type: there are no bytes to look at); its size from 0 to 2**63-1."""
+    """Record a reference to a file kept elsewhere (see `add_external_file`)."""
+    async with services.db.write() as conn:
+        record = await add_external_file(conn, services, info)
+    services.bus.notify()
+    return record
+
+
+async def add_external_file(
+    conn: AsyncConnection, services: Services, info: ExternalInfo
+) -> FileRecord:
+    """In the caller's write transaction: check a reference, add it, log `file.created`.
+    Its type must be a valid MIME type the type policy allows (the declared type: there are
+    no bytes to look at); its size from 0 to 2**63-1."""
     # 1. Check what the client says.
     url = parse_source_url(info.url)
     content_type = info.content_type.strip().lower()
@@ -44,21 +57,22 @@ async def create_external_file(services: Services, info: ExternalInfo) -> FileRe
     if isinstance(info.size, bool) or not 0 <= info.size <= MAX_SIZE:
         raise BadRequest("size must be an integer from 0 to 2**63-1")
     name = sanitize_name(info.name or url.url.path.rsplit("/", 1)[-1])
-    # 2. Record it under a unique stored name.
-    async with services.db.write() as conn:
-        files = Files(conn)
-        record = FileRecord(
-            id=new_file_id(),
-            type="EXTERNAL",
-            name=name,
-            stored_name=await unique_stored_name(files, stored_name(info.conversation_id, name)),
-            content_type=content_type,
-            size=info.size,
-            sha256=None,
-            conversation_id=info.conversation_id,
-            properties=dict(info.properties),
-            created_at=datetime.now(UTC),
-            url=str(url.url),
-        )
-        await files.insert(record)
+    # 2. Record it under a unique stored name and log its event.
+    files = Files(conn)
+    now = datetime.now(UTC)
+    record = FileRecord(
+        id=new_file_id(),
+        type="EXTERNAL",
+        name=name,
+        stored_name=await unique_stored_name(files, stored_name(info.conversation_id, name)),
+        content_type=content_type,
+        size=info.size,
+        sha256=None,
+        conversation_id=info.conversation_id,
+        properties=dict(info.properties),
+        created_at=now,
+        url=str(url.url),
+    )
+    await files.insert(record)
+    await log_file_event(conn, services, "file.created", record, now)
     return record

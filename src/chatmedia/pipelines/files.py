@@ -12,9 +12,12 @@ import base64
 import binascii
 from datetime import UTC, datetime
 
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from chatmedia.db.files import Files
 from chatmedia.errors import FileNotFound, InvalidCursor
 from chatmedia.models import FileRecord, Page
+from chatmedia.pipelines.upload import log_file_event
 from chatmedia.services import Services
 
 MAX_PAGE_SIZE = 1000
@@ -53,17 +56,22 @@ async def list_files(
 async def delete_file(services: Services, file_id: str) -> FileRecord:
     """Delete a file's row, and its blob when no other file uses the same bytes."""
     async with services.db.write() as conn:
-        files = Files(conn)
-        # 1. Find the file.
-        record = await files.get(file_id)
+        record = await Files(conn).get(file_id)
         if record is None:
             raise FileNotFound(f"no file with id '{file_id}'")
-        # 2. Remove its row.
-        await files.delete(file_id)
-        # 3. Release its blob, removing the bytes while holding the blob's lock.
-        if record.sha256 and await files.release_blob(record.sha256):
-            await services.store.delete(record.sha256)
+        await remove_file(conn, services, record)
+    services.bus.notify()
     return record
+
+
+async def remove_file(conn: AsyncConnection, services: Services, record: FileRecord) -> None:
+    """In the caller's write transaction: remove a file's row, log `file.deleted`, and
+    release its blob, removing the bytes while holding the blob's lock."""
+    files = Files(conn)
+    await files.delete(record.id)
+    await log_file_event(conn, services, "file.deleted", record, datetime.now(UTC))
+    if record.sha256 and await files.release_blob(record.sha256):
+        await services.store.delete(record.sha256)
 
 
 async def sweep_expired(services: Services, now: datetime | None = None) -> int:

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 from anyio import to_thread
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatmedia import mediatypes
+from chatmedia.db.events import Events
 from chatmedia.db.files import Files
 from chatmedia.errors import FileTooLarge, UnsupportedMediaType
 from chatmedia.mediatypes import TypePolicy
@@ -21,6 +24,7 @@ from chatmedia.naming import sanitize_name, stored_name, with_suffix
 from chatmedia.services import Services
 from chatmedia.storage import StagedBlob
 from chatmedia.units import format_size
+from chatmedia.views import file_view
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +41,60 @@ def new_file_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+@dataclass(frozen=True, slots=True)
+class StagedUpload:
+    """Bytes checked and staged, with the type decided from them."""
+
+    blob: StagedBlob
+    content_type: str
+
+
+@asynccontextmanager
+async def staged_upload(
+    services: Services, chunks: AsyncIterable[bytes]
+) -> AsyncIterator[StagedUpload]:
+    """Stream `chunks` to staging, enforcing the size limit and the type policy as the bytes
+    arrive (FileTooLarge, UnsupportedMediaType). If the block raises, the staged bytes are
+    dropped; once `add_hosted_file` has made them visible, dropping is a no-op."""
+    settings = services.settings
+    sniffer = TypeSniffer(settings.type_policy)
+    blob = await services.store.put(sniffer.filter(limit_size(chunks, settings.max_upload_size)))
+    try:
+        yield StagedUpload(blob, sniffer.content_type)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await services.store.discard(blob)
+        raise
+
+
+async def add_hosted_file(
+    conn: AsyncConnection, services: Services, upload: StagedUpload, info: UploadInfo
+) -> FileRecord:
+    """In the caller's write transaction: add the file's row, log `file.created`, and make
+    its blob visible, holding the blob's lock (see chatmedia.pipelines.files)."""
+    now = datetime.now(UTC)
+    default_name = mediatypes.DEFAULT_NAME_STEM + mediatypes.extension_for(upload.content_type)
+    name = sanitize_name(info.name, default=default_name)
+    files = Files(conn)
+    await files.lock_blob(upload.blob.sha256, upload.blob.size, now)
+    record = FileRecord(
+        id=new_file_id(),
+        type="HOSTED",
+        name=name,
+        stored_name=await unique_stored_name(files, stored_name(info.conversation_id, name)),
+        content_type=upload.content_type,
+        size=upload.blob.size,
+        sha256=upload.blob.sha256,
+        conversation_id=info.conversation_id,
+        properties=dict(info.properties),
+        created_at=now,
+    )
+    await files.insert(record)
+    await log_file_event(conn, services, "file.created", record, now)
+    await services.store.promote(upload.blob)
+    return record
+
+
 async def store_file(
     services: Services, chunks: AsyncIterable[bytes], describe: Callable[[], UploadInfo]
 ) -> FileRecord:
@@ -46,45 +104,23 @@ async def store_file(
     Raises FileTooLarge or UnsupportedMediaType while the bytes flow, and whatever
     `describe` raises; in every case nothing of the upload is left behind.
     """
-    settings = services.settings
-    # 1. Stream to staging, enforcing the size limit and the type policy as bytes arrive.
-    sniffer = TypeSniffer(settings.type_policy)
-    staged = await services.store.put(sniffer.filter(limit_size(chunks, settings.max_upload_size)))
-    try:
+    # 1. Stream to staging, checking size and type as the bytes arrive.
+    async with staged_upload(services, chunks) as upload:
         # 2. Read the metadata, complete now that the body is.
         info = describe()
-        # 3. Record the file and make its blob visible, holding the blob's lock.
-        return await _record(services, staged, info, sniffer.content_type)
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await services.store.discard(staged)
-        raise
-
-
-async def _record(
-    services: Services, staged: StagedBlob, info: UploadInfo, content_type: str
-) -> FileRecord:
-    now = datetime.now(UTC)
-    default_name = mediatypes.DEFAULT_NAME_STEM + mediatypes.extension_for(content_type)
-    name = sanitize_name(info.name, default=default_name)
-    async with services.db.write() as conn:
-        files = Files(conn)
-        await files.lock_blob(staged.sha256, staged.size, now)
-        record = FileRecord(
-            id=new_file_id(),
-            type="HOSTED",
-            name=name,
-            stored_name=await unique_stored_name(files, stored_name(info.conversation_id, name)),
-            content_type=content_type,
-            size=staged.size,
-            sha256=staged.sha256,
-            conversation_id=info.conversation_id,
-            properties=dict(info.properties),
-            created_at=now,
-        )
-        await files.insert(record)
-        await services.store.promote(staged)
+        # 3. Record the file, log its event and make its blob visible, in one transaction.
+        async with services.db.write() as conn:
+            record = await add_hosted_file(conn, services, upload, info)
+    services.bus.notify()
     return record
+
+
+async def log_file_event(
+    conn: AsyncConnection, services: Services, kind: str, record: FileRecord, now: datetime
+) -> None:
+    """Log `file.created` or `file.deleted` in the caller's transaction."""
+    data = file_view(record, services.settings.public_url)
+    await Events(conn).append(kind, record.conversation_id, data, now)
 
 
 async def unique_stored_name(files: Files, wanted: str) -> str:

@@ -29,6 +29,7 @@ from chatmedia.pipelines.fetch import import_file
 from chatmedia.pipelines.files import get_file_by_stored_name
 from chatmedia.pipelines.upload import store_file
 from chatmedia.services import Services
+from chatmedia.views import timestamp
 
 log = logging.getLogger("chatmedia")
 router = APIRouter(prefix="/file-engine/api", tags=["file-engine (compatibility)"])
@@ -116,5 +117,5 @@ async def get_file_stat(services: ServicesDep, filename: Filename) -> dict[str, 
         "type": record.content_type,
         "size": record.size,
         "etag": record.sha256,  # null for an EXTERNAL file
-        "lastModified": record.created_at.isoformat().replace("+00:00", "Z"),
+        "lastModified": timestamp(record.created_at),
     }

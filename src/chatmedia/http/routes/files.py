@@ -11,7 +11,6 @@ from chatmedia.http.content import content_response
 from chatmedia.http.deps import get_services, require_key
 from chatmedia.http.forms import native_info, read_form
 from chatmedia.http.jsonbody import json_body_doc, read_body, validate
-from chatmedia.http.responses import file_json
 from chatmedia.http.schemas import ExternalBody, ImportBody
 from chatmedia.models import FileRecord
 from chatmedia.pipelines import files
@@ -19,6 +18,7 @@ from chatmedia.pipelines.external import create_external_file
 from chatmedia.pipelines.fetch import import_file
 from chatmedia.pipelines.upload import store_file
 from chatmedia.services import Services
+from chatmedia.views import file_view
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], tags=["files"])
 ServicesDep = Annotated[Services, Depends(get_services)]
@@ -83,7 +83,7 @@ def _created(record: FileRecord, services: Services) -> JSONResponse:
     headers = {"Location": f"{base}/v1/files/{record.id}"}
     if record.sha256:
         headers["ETag"] = record.etag
-    return JSONResponse(file_json(record, base), 201, headers)
+    return JSONResponse(file_view(record, base), 201, headers)
 
 
 @router.get("/files", summary="List files, newest first")
@@ -96,13 +96,13 @@ async def list_files(
     """A page of files; pass `nextCursor` back as `cursor` for the next page."""
     page = await files.list_files(services, conversation_id, limit, cursor)
     base = services.settings.public_url
-    return {"items": [file_json(r, base) for r in page.items], "nextCursor": page.next_cursor}
+    return {"items": [file_view(r, base) for r in page.items], "nextCursor": page.next_cursor}
 
 
 @router.get("/files/{file_id}", summary="A file's metadata")
 async def get_file(file_id: str, services: ServicesDep) -> dict[str, Any]:
     """The File."""
-    return file_json(await files.get_file(services, file_id), services.settings.public_url)
+    return file_view(await files.get_file(services, file_id), services.settings.public_url)
 
 
 @router.get("/files/{file_id}/content", summary="A file's bytes", operation_id="getContent")

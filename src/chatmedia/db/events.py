@@ -1,0 +1,81 @@
+"""Repository of the event log and its outbox of webhook deliveries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from chatmedia.db.schema import deliveries, events, webhooks
+from chatmedia.models import Event
+
+ALL_EVENTS = "*"
+
+
+class Events:
+    """Queries over `events` (and the deliveries each event fans out to)."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def append(
+        self, kind: str, conversation_id: str | None, data: Mapping[str, Any], now: datetime
+    ) -> Event:
+        """Log an event and queue its delivery to every webhook that wants it, in the
+        caller's transaction: the change, its event and its deliveries commit together."""
+        values = {
+            "type": kind,
+            "conversation_id": conversation_id,
+            "data": dict(data),
+            "created_at": now,
+        }
+        result = await self._conn.execute(events.insert().values(values))
+        seq = int(result.inserted_primary_key[0])  # type: ignore[index]
+        hooks = await self._conn.execute(sa.select(webhooks.c.id, webhooks.c.events))
+        rows = [
+            {
+                "webhook_id": hook.id,
+                "event_seq": seq,
+                "queue": conversation_id or "",
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            for hook in hooks
+            if ALL_EVENTS in hook.events or kind in hook.events
+        ]
+        if rows:
+            await self._conn.execute(deliveries.insert(), rows)
+        return Event(seq, kind, conversation_id, dict(data), now)
+
+    async def after(self, seq: int, conversation_id: str | None, limit: int) -> list[Event]:
+        """Events newer than `seq`, oldest first, of one conversation or of all."""
+        query = sa.select(events).where(events.c.seq > seq).order_by(events.c.seq).limit(limit)
+        if conversation_id is not None:
+            query = query.where(events.c.conversation_id == conversation_id)
+        return [_event(r) for r in await self._conn.execute(query)]
+
+    async def last_seq(self) -> int:
+        """The newest event's id, 0 when there is none."""
+        return int(await self._conn.scalar(sa.select(sa.func.max(events.c.seq))) or 0)
+
+    async def delete_before(self, moment: datetime) -> int:
+        """Forget events older than `moment` that no delivery still waits for."""
+        waiting = sa.select(deliveries.c.event_seq).where(deliveries.c.status == "pending")
+        old_deliveries = deliveries.delete().where(
+            deliveries.c.status != "pending",
+            deliveries.c.event_seq.in_(sa.select(events.c.seq).where(events.c.created_at < moment)),
+        )
+        await self._conn.execute(old_deliveries)
+        result = await self._conn.execute(
+            events.delete().where(events.c.created_at < moment, events.c.seq.not_in(waiting))
+        )
+        return result.rowcount
+
+
+def _event(row: sa.Row[Any]) -> Event:
+    return Event(row.seq, row.type, row.conversation_id, row.data, row.created_at)

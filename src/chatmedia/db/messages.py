@@ -1,0 +1,63 @@
+"""Repository of conversations' messages."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from chatmedia.db.schema import messages
+from chatmedia.models import MessageRecord
+
+# MessageRecord's fields are the columns of `messages` (besides the internal `seq`).
+_FIELDS = tuple(f.name for f in fields(MessageRecord))
+
+
+class Messages:
+    """Queries over `messages` on one connection."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def insert(self, message: MessageRecord) -> None:
+        """Add a message."""
+        values = {name: getattr(message, name) for name in _FIELDS}
+        values["properties"] = dict(message.properties)
+        values["sender"] = dict(message.sender)
+        await self._conn.execute(messages.insert().values(values))
+
+    async def get(self, conversation_id: str, message_id: str) -> MessageRecord | None:
+        """A message of a conversation."""
+        query = sa.select(messages).where(
+            messages.c.id == message_id, messages.c.conversation_id == conversation_id
+        )
+        row = (await self._conn.execute(query)).first()
+        return _message(row) if row else None
+
+    async def page(
+        self, conversation_id: str, limit: int, before_seq: int | None
+    ) -> tuple[list[MessageRecord], int | None]:
+        """Up to `limit` messages, newest first, older than `before_seq` when given; also the
+        seq to continue from, or None when there are no more."""
+        query = (
+            sa.select(messages)
+            .where(messages.c.conversation_id == conversation_id)
+            .order_by(messages.c.seq.desc())
+            .limit(limit + 1)
+        )
+        if before_seq is not None:
+            query = query.where(messages.c.seq < before_seq)
+        rows = (await self._conn.execute(query)).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return [_message(r) for r in rows], (rows[-1].seq if more else None)
+
+    async def delete(self, message_id: str) -> None:
+        """Remove a message."""
+        await self._conn.execute(messages.delete().where(messages.c.id == message_id))
+
+
+def _message(row: sa.Row[Any]) -> MessageRecord:
+    return MessageRecord(**{name: row._mapping[name] for name in _FIELDS})

@@ -1,0 +1,200 @@
+"""Repository of webhooks and the deliveries queued for them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from chatmedia.db.schema import deliveries, events, webhooks
+from chatmedia.models import Event
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """A receiver of events. `secret` signs deliveries."""
+
+    id: str
+    url: str
+    events: tuple[str, ...]
+    secret: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event's delivery to one webhook."""
+
+    seq: int
+    webhook_id: str
+    event_seq: int
+    event_type: str
+    conversation_id: str | None
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    last_status: int | None
+    last_error: str | None
+    delivered_at: datetime | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery taken for an attempt, with what it needs."""
+
+    delivery: Delivery
+    webhook: Webhook
+    event: Event
+
+
+class Webhooks:
+    """Queries over `webhooks` and `deliveries` on one connection."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def create(self, hook: Webhook) -> None:
+        """Add a webhook; it receives the events logged from now on."""
+        values = {
+            "id": hook.id, "url": hook.url, "events": list(hook.events), "secret": hook.secret,
+            "created_at": hook.created_at,
+        }  # fmt: skip
+        await self._conn.execute(webhooks.insert().values(values))
+
+    async def all(self) -> list[Webhook]:
+        """Every webhook, oldest first."""
+        rows = await self._conn.execute(sa.select(webhooks).order_by(webhooks.c.created_at))
+        return [_webhook(r) for r in rows]
+
+    async def get(self, hook_id: str) -> Webhook | None:
+        """The webhook with this id."""
+        row = (
+            await self._conn.execute(sa.select(webhooks).where(webhooks.c.id == hook_id))
+        ).first()
+        return _webhook(row) if row else None
+
+    async def delete(self, hook_id: str) -> bool:
+        """Remove a webhook and its queued deliveries; False when there is none."""
+        await self._conn.execute(deliveries.delete().where(deliveries.c.webhook_id == hook_id))
+        result = await self._conn.execute(webhooks.delete().where(webhooks.c.id == hook_id))
+        return result.rowcount == 1
+
+    async def deliveries(self, hook_id: str, limit: int, before: int | None) -> list[Delivery]:
+        """A webhook's deliveries, newest first."""
+        query = (
+            sa.select(deliveries, events.c.type, events.c.conversation_id)
+            .join(events, events.c.seq == deliveries.c.event_seq)
+            .where(deliveries.c.webhook_id == hook_id)
+            .order_by(deliveries.c.seq.desc())
+            .limit(limit)
+        )
+        if before is not None:
+            query = query.where(deliveries.c.seq < before)
+        return [_delivery(r) for r in await self._conn.execute(query)]
+
+    async def claim_due(self, now: datetime, lease: timedelta, limit: int) -> list[Claimed]:
+        """Take up to `limit` deliveries that are due, each the oldest pending one of its
+        queue (a webhook and a conversation), and lease them for `lease`: a queue is never
+        attempted out of order, nor twice at once."""
+        earlier = deliveries.alias("earlier")
+        heads = (
+            sa.select(deliveries.c.seq)
+            .where(
+                deliveries.c.status == "pending",
+                deliveries.c.next_attempt_at <= now,
+                sa.or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now),
+                ~sa.exists().where(
+                    earlier.c.webhook_id == deliveries.c.webhook_id,
+                    earlier.c.queue == deliveries.c.queue,
+                    earlier.c.status == "pending",
+                    earlier.c.event_seq < deliveries.c.event_seq,
+                ),
+            )
+            .order_by(deliveries.c.event_seq)
+            .limit(limit)
+        )
+        seqs = list((await self._conn.scalars(heads)).all())
+        if not seqs:
+            return []
+        await self._conn.execute(
+            deliveries.update().where(deliveries.c.seq.in_(seqs)).values(lease_until=now + lease)
+        )
+        query = (
+            sa.select(deliveries, webhooks, events)
+            .join(webhooks, webhooks.c.id == deliveries.c.webhook_id)
+            .join(events, events.c.seq == deliveries.c.event_seq)
+            .where(deliveries.c.seq.in_(seqs))
+            .order_by(deliveries.c.event_seq)
+        )
+        rows = (await self._conn.execute(query)).all()
+        return [_claimed(r) for r in rows]
+
+    async def record_attempt(
+        self,
+        seq: int,
+        now: datetime,
+        *,
+        delivered: bool,
+        status: int | None,
+        error: str | None,
+        next_attempt_at: datetime | None,
+    ) -> None:
+        """Note an attempt's outcome: delivered, to be retried at `next_attempt_at`, or given
+        up (failed) when that is None."""
+        values: dict[str, Any] = {
+            "attempts": deliveries.c.attempts + 1, "last_status": status, "last_error": error,
+            "lease_until": None,
+        }  # fmt: skip
+        if delivered:
+            values |= {"status": "delivered", "delivered_at": now}
+        elif next_attempt_at is None:
+            values |= {"status": "failed"}
+        else:
+            values |= {"next_attempt_at": next_attempt_at}
+        await self._conn.execute(deliveries.update().where(deliveries.c.seq == seq).values(values))
+
+    async def release_leases(self) -> None:
+        """Forget every lease (on start, when this is the only node)."""
+        await self._conn.execute(deliveries.update().values(lease_until=None))
+
+
+def _webhook(row: Any) -> Webhook:
+    mapping = row._mapping
+    return Webhook(
+        id=mapping[webhooks.c.id],
+        url=mapping[webhooks.c.url],
+        events=tuple(mapping[webhooks.c.events]),
+        secret=mapping[webhooks.c.secret],
+        created_at=mapping[webhooks.c.created_at],
+    )
+
+
+def _delivery(row: Any) -> Delivery:
+    mapping = row._mapping
+    return Delivery(
+        seq=mapping[deliveries.c.seq],
+        webhook_id=mapping[deliveries.c.webhook_id],
+        event_seq=mapping[deliveries.c.event_seq],
+        event_type=mapping[events.c.type],
+        conversation_id=mapping[events.c.conversation_id],
+        status=mapping[deliveries.c.status],
+        attempts=mapping[deliveries.c.attempts],
+        next_attempt_at=mapping[deliveries.c.next_attempt_at],
+        last_status=mapping[deliveries.c.last_status],
+        last_error=mapping[deliveries.c.last_error],
+        delivered_at=mapping[deliveries.c.delivered_at],
+        created_at=mapping[deliveries.c.created_at],
+    )
+
+
+def _claimed(row: Any) -> Claimed:
+    mapping = row._mapping
+    event = Event(
+        mapping[events.c.seq], mapping[events.c.type], mapping[events.c.conversation_id],
+        mapping[events.c.data], mapping[events.c.created_at],
+    )  # fmt: skip
+    return Claimed(delivery=_delivery(row), webhook=_webhook(row), event=event)
