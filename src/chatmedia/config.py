@@ -61,6 +61,10 @@ class Settings:
     import_connect_timeout: float
     import_read_timeout: float
     import_deadline: float
+    webhook_retry_base: float
+    webhook_timeout: float
+    events_token_ttl: timedelta
+    event_retention: timedelta
     channels: Mapping[str, ChannelProfile]
 
     @property
@@ -149,7 +153,7 @@ def _log_level(text: str) -> str:
 def _seconds(text: str) -> float:
     value = float(text)
     if not 0 < value <= 3600:
-        raise ValueError("must be a number of seconds from 0 to 3600")
+        raise ValueError("must be a number of seconds above 0, at most 3600")
     return value
 
 
@@ -195,6 +199,14 @@ FIELDS: dict[str, Field] = {
     "import_connect_timeout": Field(_seconds, "10", "Seconds to connect to a source."),
     "import_read_timeout": Field(_seconds, "30", "Seconds a source may stay silent."),
     "import_deadline": Field(_seconds, "60", "Seconds an import may take in all."),
+    "webhook_retry_base": Field(
+        _seconds, "5", "Seconds before a failed webhook delivery's first retry (then doubling)."
+    ),
+    "webhook_timeout": Field(_seconds, "10", "Seconds a webhook receiver has to answer."),
+    "events_token_ttl": Field(_interval, "15m", "How long a signed event-stream URL works."),
+    "event_retention": Field(
+        _interval, "7d", "How long events are kept for clients that resume a stream."
+    ),
 }
 
 

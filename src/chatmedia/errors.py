@@ -12,7 +12,8 @@ handler (chatmedia.http.responses) renders them all as
     ├── Unauthorized (401)
     ├── DestinationNotAllowed (403)
     ├── NotFound (404)
-    │   └── FileNotFound
+    │   ├── FileNotFound
+    │   └── MessageNotFound
     ├── IdempotencyKeyInProgress (409)
     ├── PreconditionFailed (412)
     ├── FileTooLarge (413)
@@ -112,6 +113,10 @@ class IdempotencyKeyReused(ChatMediaError):
 class PreconditionFailed(ChatMediaError):
     code = "precondition_failed"
     status = 412
+
+
+class MessageNotFound(NotFound):
+    code = "message_not_found"
 
 
 class FileTooLarge(ChatMediaError):

@@ -79,7 +79,15 @@ def test_bad_forms(data: bytes, error: type[ChatMediaError], message: str) -> No
 
 
 @pytest.mark.parametrize(
-    "content_type", [None, "application/json", "multipart/form-data", "text/plain; boundary=x"]
+    "content_type",
+    [
+        None,
+        "application/json",
+        "multipart/form-data",
+        "text/plain; boundary=x",
+        "multipart/form-data; 5.s*",  # raised IndexError inside the library
+        "multipart/form-data; boundary=\x85",  # raised ValueError inside the library
+    ],
 )
 def test_not_multipart(content_type: str | None) -> None:
     with pytest.raises(InvalidMultipart, match="multipart/form-data"):

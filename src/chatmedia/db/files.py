@@ -84,7 +84,7 @@ class Files:
     async def lock_blob(self, sha256: str, size: int, now: datetime) -> None:
         """Make sure the blob row exists and hold its lock until the transaction ends, so
         that no concurrent deletion can remove the blob while a new file comes to use it."""
-        insert = _insert_ignore(self._conn, blobs).values(sha256=sha256, size=size, created_at=now)
+        insert = insert_ignore(self._conn, blobs).values(sha256=sha256, size=size, created_at=now)
         lock = sa.select(blobs.c.sha256).where(blobs.c.sha256 == sha256).with_for_update()
         # A deletion may remove the row between the two statements: then insert it anew.
         for _ in range(3):
@@ -106,7 +106,8 @@ class Files:
         return True
 
 
-def _insert_ignore(conn: AsyncConnection, table: sa.Table) -> Any:
+def insert_ignore(conn: AsyncConnection, table: sa.Table) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING, in the connection's dialect."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return dialect.insert(table).on_conflict_do_nothing()
 

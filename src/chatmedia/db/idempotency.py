@@ -64,9 +64,7 @@ class IdempotencyKeys:
             c.created_at < expired_before,
             sa.and_(c.completed_at.is_(None), c.created_at < stale_before),
         )
-        await self._conn.execute(
-            keys_table.delete().where(c.scope == scope, c.key == key, dead)
-        )
+        await self._conn.execute(keys_table.delete().where(c.scope == scope, c.key == key, dead))
         # A plain insert, portable to every backend: the primary key refuses it when a live
         # record exists, including one a concurrent transaction has just inserted (on
         # PostgreSQL the insert waits for that transaction, then fails). The savepoint keeps

@@ -67,6 +67,13 @@ class Keys:
         )
         return result.rowcount == 1
 
+    async def is_active(self, key_id: str) -> bool:
+        """True while the key with this id exists and is not revoked."""
+        query = sa.select(api_keys.c.id).where(
+            api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)
+        )
+        return (await self._conn.execute(query)).first() is not None
+
     async def authenticate(self, secret: str) -> ApiKey | None:
         """The active key with this secret, or None."""
         query = sa.select(api_keys).where(

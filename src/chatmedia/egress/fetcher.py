@@ -30,6 +30,8 @@ from chatmedia.storage import CHUNK_SIZE
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 USER_AGENT = "chatmedia"
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# How much of a POST's answer is read (token endpoints answer a little JSON).
+MAX_ANSWER = 64 * 1024
 
 
 async def system_resolver(host: str, port: int) -> list[IPAddress]:
@@ -129,17 +131,31 @@ class Fetcher:
             finally:
                 await response.aclose()
 
-    async def post_form(
-        self, target: SourceUrl, form: Mapping[str, str], headers: Mapping[str, str]
-    ) -> httpx.Response:
-        """POST a form and read the (small) answer; no redirects are followed."""
+    async def post(
+        self,
+        target: SourceUrl,
+        headers: Mapping[str, str],
+        *,
+        form: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+    ) -> tuple[int, bytes]:
+        """POST a form or raw content, following no redirect; the status and at most
+        MAX_ANSWER bytes of the answer. Raises like `get`."""
         async with self._client() as client:
-            response = await self._send(client, "POST", target, headers, form)
+            response = await self._send(client, "POST", target, headers, form, content)
+            answer = bytearray()
             try:
-                await response.aread()
+                async for chunk in response.aiter_bytes():
+                    answer += chunk[: MAX_ANSWER - len(answer)]
+                    if len(answer) >= MAX_ANSWER:
+                        break
+            except httpx.TimeoutException:
+                raise SourceTimeout(f"{target.host} did not answer in time") from None
             except httpx.HTTPError:
-                raise SourceError("the token endpoint broke off") from None
-            return response
+                raise SourceError(f"{target.host} broke off its answer") from None
+            finally:
+                await response.aclose()
+            return response.status_code, bytes(answer)
 
     def _client(self) -> httpx.AsyncClient:
         policy = self.policy
@@ -164,6 +180,7 @@ class Fetcher:
         url: SourceUrl,
         headers: Mapping[str, str],
         form: Mapping[str, str] | None = None,
+        content: bytes | None = None,
     ) -> httpx.Response:
         target, extensions = await self.destination(url)
         request = client.build_request(
@@ -172,6 +189,7 @@ class Fetcher:
             headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **headers}
             | {"Host": url.host_header},
             data=form,
+            content=content,
             extensions=extensions,
         )
         try:

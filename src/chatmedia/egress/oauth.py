@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from urllib.parse import quote_plus
@@ -52,11 +53,11 @@ class TokenCache:
         if client.scope:
             form["scope"] = client.scope
         headers = {"Authorization": _basic_auth(client), "Accept": "application/json"}
-        response = await self._fetcher.post_form(target, form, headers)
-        if response.status_code >= 400:
-            raise SourceError(f"the token endpoint answered {response.status_code}")
+        status, answer = await self._fetcher.post(target, headers, form=form)
+        if status >= 400:
+            raise SourceError(f"the token endpoint answered {status}")
         try:
-            body = response.json()
+            body = json.loads(answer)
             token = body["access_token"]
             lifetime = float(body.get("expires_in", DEFAULT_LIFETIME))
         except (ValueError, KeyError, TypeError):

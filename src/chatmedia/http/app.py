@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import anyio
 from fastapi import FastAPI
@@ -13,20 +13,34 @@ from fastapi import FastAPI
 import chatmedia
 from chatmedia.config import Settings, load_settings
 from chatmedia.db.migrate import ensure_schema
+from chatmedia.http.idempotency import sweep_idempotency_keys
 from chatmedia.http.metrics import Metrics, MetricsMiddleware
 from chatmedia.http.responses import install_error_handlers
-from chatmedia.http.routes import compat, files, system
+from chatmedia.http.routes import compat, conversations, files, system, webhooks
 from chatmedia.http.security import SecurityHeadersMiddleware
+from chatmedia.pipelines.events import prune_events
 from chatmedia.pipelines.files import sweep_expired
 from chatmedia.pipelines.keys import create_first_key
+from chatmedia.pipelines.webhooks import deliver_forever
 from chatmedia.services import Services, open_services
 
 log = logging.getLogger("chatmedia")
 
 # A staged write older than this was abandoned by a crash.
 STALE_STAGING = timedelta(hours=1)
+# Seconds background work gets to finish at shutdown before it is cancelled.
+SHUTDOWN_GRACE = 15
 UPLOAD_ROUTES = frozenset({"/v1/files", "/file-engine/api/uploadFileStream"})
 DOWNLOAD_ROUTES = frozenset({"/v1/files/{file_id}/content", "/file-engine/api/downloadFileStream"})
+# POSTs that create things: a retry with the same Idempotency-Key gets the first answer.
+IDEMPOTENT_ROUTES = (
+    ("POST", "/v1/files"),
+    ("POST", "/v1/files/import"),
+    ("POST", "/v1/files/external"),
+    ("POST", "/file-engine/api/uploadFileStream"),
+    ("POST", "/file-engine/api/uploadFileFromUrl"),
+    ("POST", r"/v1/conversations/[^/]+/messages"),
+)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -42,11 +56,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if first_key:
             _announce_first_key(first_key)
         await services.store.sweep_staging(STALE_STAGING)
+        stopping = anyio.Event()
         async with anyio.create_task_group() as tasks:
-            if settings.retention is not None:
-                tasks.start_soon(_retention_loop, services)
+            tasks.start_soon(_housekeeping, services, stopping)
+            tasks.start_soon(deliver_forever, services, stopping)
             yield
-            tasks.cancel_scope.cancel()
+            # Let the loops end between transactions rather than cancel them inside one.
+            stopping.set()
+            services.bus.notify()
+            tasks.cancel_scope.deadline = anyio.current_time() + SHUTDOWN_GRACE
         await services.close()
 
     app = FastAPI(
@@ -66,6 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.add_middleware(SecurityHeadersMiddleware)
     app.include_router(files.router)
+    app.include_router(conversations.router)
+    app.include_router(webhooks.router)
     app.include_router(compat.router)
     app.include_router(system.router)
     return app
@@ -77,12 +97,20 @@ def _announce_first_key(secret: str) -> None:
     print(secret, flush=True)
 
 
-async def _retention_loop(services: Services) -> None:
-    while True:
+async def _housekeeping(services: Services, stopping: anyio.Event) -> None:
+    """Every CHATMEDIA_RETENTION_INTERVAL: delete expired files, forget old events and
+    idempotency keys past their 24 hours."""
+    while not stopping.is_set():
         try:
             deleted = await sweep_expired(services)
-            if deleted:
-                log.info("retention: deleted %d expired files", deleted)
+            pruned = await prune_events(services)
+            forgotten = await sweep_idempotency_keys(services.db, datetime.now(UTC))
+            if deleted or pruned or forgotten:
+                log.info(
+                    "housekeeping: deleted %d expired files, %d old events, %d idempotency keys",
+                    deleted, pruned, forgotten,
+                )  # fmt: skip
         except Exception:
-            log.exception("retention sweep failed; trying again next interval")
-        await anyio.sleep(services.settings.retention_interval.total_seconds())
+            log.exception("housekeeping failed; trying again next interval")
+        with anyio.move_on_after(services.settings.retention_interval.total_seconds()):
+            await stopping.wait()

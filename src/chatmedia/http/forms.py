@@ -9,10 +9,12 @@ from starlette.requests import Request
 
 from chatmedia.errors import InvalidMultipart, InvalidProperties
 from chatmedia.http.multipart import MultipartForm
+from chatmedia.pipelines.messages import MessageDraft
 from chatmedia.pipelines.upload import UploadInfo
 
 # Text parts the native API reads itself; every other part becomes a property.
 _NATIVE_FIELDS = frozenset({"conversationId", "name", "properties"})
+_MESSAGE_FIELDS = frozenset({"body", "groupTag", "properties", "type"})
 
 
 def read_form(request: Request) -> MultipartForm:
@@ -51,3 +53,23 @@ def _json_object(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidProperties("'properties' must be a JSON object")
     return value
+
+
+def message_info(
+    form: MultipartForm, conversation_id: str, sender: dict[str, Any]
+) -> tuple[MessageDraft, UploadInfo]:
+    """A multipart message: `file`, and optional `body`, `groupTag`, `type` and `properties`
+    (a JSON object); other text parts are kept as properties by their names."""
+    fields = form.fields
+    properties: dict[str, Any] = {k: v for k, v in fields.items() if k not in _MESSAGE_FIELDS}
+    if "properties" in fields:
+        properties |= _json_object(fields["properties"])
+    draft = MessageDraft(
+        conversation_id=conversation_id,
+        sender=sender,
+        type=fields.get("type") or None,
+        body=fields.get("body"),
+        group_tag=fields.get("groupTag") or None,
+        properties=properties,
+    )
+    return draft, UploadInfo(name=form.filename, conversation_id=conversation_id)

@@ -88,7 +88,8 @@ class MultipartForm:
         try:
             self._parser = StreamingFormDataParser(headers)
             self._boundary_end = b"--" + parse_content_boundary(headers) + b"--"
-        except ParseFailedException:
+        except (ParseFailedException, IndexError, ValueError):
+            # The library's header parsing raises more than its own exception on odd input.
             raise InvalidMultipart("the request body must be multipart/form-data") from None
         self._body = body
         self._file = _FileTarget()

@@ -11,6 +11,7 @@ from chatmedia.egress.credentials import SourceCredentials, parse_headers, parse
 from chatmedia.errors import BadRequest
 from chatmedia.pipelines.external import ExternalInfo
 from chatmedia.pipelines.fetch import ImportRequest
+from chatmedia.pipelines.messages import Attachment, MediaUrl, MessageDraft, StoredFile
 from chatmedia.units import MAX_SIZE
 
 _TYPE_NOTE = "Accepted for compatibility; the stored type is always detected from the bytes."
@@ -96,6 +97,77 @@ class ExternalBody(BaseModel):
             conversation_id=self.conversation_id or None,
             properties=self.properties,
         )
+
+
+class ExternalFileBody(BaseModel):
+    """A file kept elsewhere, as a message carries it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    url: str = Field(min_length=1)
+    name: str | None = None
+    content_type: str = Field(alias="contentType", min_length=1)
+    size: StrictInt = Field(ge=0, le=MAX_SIZE)
+
+
+class MessageBody(BaseModel):
+    """`POST /v1/conversations/{conversationId}/messages` as JSON: a text message, or a
+    media message carrying `fileId` (a stored file), `file` (an external one) or Hybrid
+    Chat's `mediaUrl` (with `caption`, `mimeType`, `fileName`, `size`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: str | None = Field(None, description="TEXT, FILE, IMAGE, VIDEO or AUDIO")
+    body: str | None = None
+    file_id: str | None = Field(None, alias="fileId")
+    file: ExternalFileBody | None = None
+    media_url: str | None = Field(None, alias="mediaUrl")
+    caption: str | None = None
+    mime_type: str | None = Field(None, alias="mimeType")
+    file_name: str | None = Field(None, alias="fileName")
+    size: StrictInt | None = Field(None, ge=0, le=MAX_SIZE)
+    group_tag: str | None = Field(None, alias="groupTag")
+    properties: dict[str, Any] = Field(default_factory=dict)
+    sender: dict[str, Any] | None = Field(None, description="Defaults to the API key")
+
+    def to_post(
+        self, conversation_id: str, sender: dict[str, Any]
+    ) -> tuple[MessageDraft, Attachment | None]:
+        """The message and the file it carries."""
+        given = [x for x in (self.file_id, self.file, self.media_url) if x is not None]
+        if len(given) > 1:
+            raise BadRequest("give at most one of fileId, file and mediaUrl")
+        attachment: Attachment | None = None
+        if self.file_id is not None:
+            attachment = StoredFile(self.file_id)
+        elif self.file is not None:
+            attachment = ExternalInfo(
+                url=self.file.url,
+                content_type=self.file.content_type,
+                size=self.file.size,
+                name=self.file.name,
+            )
+        elif self.media_url is not None:
+            attachment = MediaUrl(self.media_url, self.mime_type, self.file_name, self.size)
+        draft = MessageDraft(
+            conversation_id=conversation_id,
+            sender=self.sender or sender,
+            type=self.type,
+            body=self.body if self.body is not None else self.caption,
+            group_tag=self.group_tag,
+            properties=self.properties,
+        )
+        return draft, attachment
+
+
+class WebhookBody(BaseModel):
+    """`POST /v1/webhooks`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    url: str = Field(min_length=1)
+    events: list[str] | None = Field(None, description='Event types, or ["*"] (the default)')
+    secret: str | None = Field(None, description="Generated when absent, and shown once")
 
 
 def _credentials(

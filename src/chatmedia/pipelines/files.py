@@ -8,14 +8,13 @@ new upload of the same bytes is coming to use it.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from chatmedia.cursors import decode_cursor, encode_cursor
 from chatmedia.db.files import Files
-from chatmedia.errors import FileNotFound, InvalidCursor
+from chatmedia.errors import FileNotFound
 from chatmedia.models import FileRecord, Page
 from chatmedia.pipelines.upload import log_file_event
 from chatmedia.services import Services
@@ -47,10 +46,10 @@ async def list_files(
 ) -> Page:
     """A page of files, newest first; `cursor` is the previous page's `next_cursor`.
     Pages stay consistent while files are added: a cursor marks a position, not an offset."""
-    before = _decode_cursor(cursor) if cursor else None
+    before = decode_cursor(cursor) if cursor else None
     async with services.db.read() as conn:
         items, last_seq = await Files(conn).page(conversation_id, limit, before)
-    return Page(items=tuple(items), next_cursor=_encode_cursor(last_seq) if last_seq else None)
+    return Page(items=tuple(items), next_cursor=encode_cursor(last_seq) if last_seq else None)
 
 
 async def delete_file(services: Services, file_id: str) -> FileRecord:
@@ -92,17 +91,3 @@ async def sweep_expired(services: Services, now: datetime | None = None) -> int:
             deleted += 1
         if len(batch) < SWEEP_BATCH:
             return deleted
-
-
-def _encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if text[:1] == "s" and text[1:].isdigit() and len(text) < 21:
-            return int(text[1:])
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        pass
-    raise InvalidCursor("the cursor is not one this server handed out")
