@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,17 +14,12 @@ from typing import Any
 import anyio
 import httpx2 as httpx  # what starlette.testclient answers with
 import pytest
-from fastapi.testclient import TestClient
-from starlette.middleware import Middleware
 from starlette.types import Message, Receive, Scope, Send
 
-from chatmedia.config import Settings
 from chatmedia.db.idempotency import IdempotencyKeys, IdempotencyRecord
-from chatmedia.http.app import create_app
 from chatmedia.http.idempotency import IdempotencyMiddleware, RequestHasher
 from chatmedia.http.responses import error_response
 from chatmedia.pipelines.keys import create_key
-from chatmedia.services import Services
 from chatmedia.storage import StagedBlob
 from chatmedia.storage.local import LocalBlobStore
 from tests.conftest import png_bytes
@@ -32,49 +27,12 @@ from tests.http.conftest import Api
 
 PNG = png_bytes()
 OTHER_PNG = png_bytes(5, 5)
-ROUTES = [
-    ("POST", "/v1/files"),
-    ("POST", "/v1/files/import"),
-    ("POST", "/v1/files/external"),
-    ("POST", "/file-engine/api/uploadFileStream"),
-    ("POST", "/file-engine/api/uploadFileFromUrl"),
-    ("POST", r"/v1/conversations/[^/]+/messages"),
-]
 EXTERNAL = {
     "url": "https://cdn.example.com/clip.mp4",
     "name": "clip.mp4",
     "contentType": "video/mp4",
     "size": 10,
 }
-
-
-@pytest.fixture
-def make_api(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., Api]]:
-    """As tests/http/conftest.py's, with the idempotency middleware in the app."""
-    clients: list[TestClient] = []
-
-    def make(**settings: str) -> Api:
-        app = create_app(make_settings(**settings))
-        services: Services = app.state.services
-        # Innermost of the app's middleware, where app.py will place it: inside metrics
-        # (which then count replays), outside routing. add_middleware would put it outermost.
-        app.user_middleware.append(
-            Middleware(IdempotencyMiddleware, services=services, routes=ROUTES)
-        )
-        client = TestClient(app, raise_server_exceptions=False)
-        client.__enter__()
-        clients.append(client)
-        _, secret = client.portal.call(create_key, services, "tests")  # type: ignore[union-attr]
-        return Api(client=client, key=secret, services=services)
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
-
-
-@pytest.fixture
-def api(make_api: Callable[..., Api]) -> Api:
-    return make_api()
 
 
 def form(data: bytes = PNG, boundary: str | None = None, **fields: str) -> tuple[bytes, str]:

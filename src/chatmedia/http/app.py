@@ -1,4 +1,5 @@
-"""The app factory: wiring, lifespan, and the background retention sweeper."""
+"""The app factory: wiring, lifespan, and the background work (housekeeping and the
+webhook dispatcher)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from fastapi import FastAPI
 import chatmedia
 from chatmedia.config import Settings, load_settings
 from chatmedia.db.migrate import ensure_schema
-from chatmedia.http.idempotency import sweep_idempotency_keys
+from chatmedia.http.idempotency import IdempotencyMiddleware, sweep_idempotency_keys
 from chatmedia.http.metrics import Metrics, MetricsMiddleware
 from chatmedia.http.responses import install_error_handlers
 from chatmedia.http.routes import compat, conversations, files, system, webhooks
@@ -79,6 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = services
     app.state.metrics = metrics
     install_error_handlers(app)
+    # Added first, so innermost: metrics count replays; routing stays inside it.
+    app.add_middleware(IdempotencyMiddleware, services=services, routes=IDEMPOTENT_ROUTES)
     app.add_middleware(
         MetricsMiddleware, metrics=metrics, uploads=UPLOAD_ROUTES, downloads=DOWNLOAD_ROUTES
     )
