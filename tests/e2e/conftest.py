@@ -68,6 +68,13 @@ class Server:
         keys = re.findall(r"^(cm_\S+)$", self.log.read_text(), re.MULTILINE)
         self.key = self.key or keys[0]
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no shutdown work runs."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+        self.process = None
+
     def stop(self) -> None:
         if self.process is None:
             return

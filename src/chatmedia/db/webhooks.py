@@ -144,11 +144,12 @@ class Webhooks:
         next_attempt_at: datetime | None,
     ) -> None:
         """Note an attempt's outcome: delivered, to be retried at `next_attempt_at`, or given
-        up (failed) when that is None."""
+        up (failed) when that is None. `last_error` keeps the latest failure's error."""
         values: dict[str, Any] = {
-            "attempts": deliveries.c.attempts + 1, "last_status": status, "last_error": error,
-            "lease_until": None,
+            "attempts": deliveries.c.attempts + 1, "last_status": status, "lease_until": None,
         }  # fmt: skip
+        if error is not None:  # a later success keeps it: it tells why there were retries
+            values["last_error"] = error
         if delivered:
             values |= {"status": "delivered", "delivered_at": now}
         elif next_attempt_at is None:
