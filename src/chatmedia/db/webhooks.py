@@ -158,10 +158,6 @@ class Webhooks:
             values |= {"next_attempt_at": next_attempt_at}
         await self._conn.execute(deliveries.update().where(deliveries.c.seq == seq).values(values))
 
-    async def release_leases(self) -> None:
-        """Forget every lease (on start, when this is the only node)."""
-        await self._conn.execute(deliveries.update().values(lease_until=None))
-
 
 def _webhook(row: Any) -> Webhook:
     mapping = row._mapping

@@ -109,10 +109,9 @@ async def deliver_forever(services: Services, stopping: anyio.Event) -> None:
     """The dispatcher: claims due deliveries and attempts them, up to CONCURRENCY at once,
     woken by new events and at least once a second for retries that come due, until
     `stopping` is set (attempts under way are let finish)."""
+    # A lease outlasts an attempt (which the webhook timeout bounds); after a crash it runs
+    # out and another dispatcher, or this one restarted, tries again.
     lease = timedelta(seconds=services.settings.webhook_timeout + 5)
-    if services.db.url.get_backend_name() == "sqlite":
-        async with services.db.write() as conn:  # the only node: no one else holds a lease
-            await Webhooks(conn).release_leases()
     slots = anyio.Semaphore(CONCURRENCY)
     async with anyio.create_task_group() as attempts:
         while not stopping.is_set():
