@@ -9,12 +9,14 @@ from chatmedia.pipelines.keys import authenticate
 from chatmedia.services import Services
 
 
-def get_services(request: Request) -> Services:
-    """The running app's services."""
+async def get_services(request: Request) -> Services:
+    """The running app's services. Async on purpose: FastAPI runs a plain function
+    dependency in its thread pool, a thread hop on every request."""
     services: Services = request.app.state.services
     return services
 
 
 async def require_key(request: Request) -> ApiKey:
     """The request's API key; answers 401 without a valid one."""
-    return await authenticate(get_services(request), request.headers.get("authorization"))
+    services: Services = request.app.state.services
+    return await authenticate(services, request.headers.get("authorization"))

@@ -114,7 +114,8 @@ class MultipartForm:
         """The file part's bytes as they arrive; raises InvalidMultipart, FieldTooLarge."""
         tail = b""
         async for chunk in self._body:
-            tail = (tail + chunk)[-(len(self._boundary_end) + 4) :]
+            keep = len(self._boundary_end) + 4
+            tail = (tail + chunk[-keep:])[-keep:]
             try:
                 self._parser.data_received(chunk)
             except ParseFailedException:

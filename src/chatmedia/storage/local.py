@@ -80,6 +80,8 @@ class LocalBlobStore:
     async def open_range(self, key: str, start: int, end: int) -> AsyncGenerator[bytes, None]:
         path = self.local_path(key)
         try:
+            if end - start <= CHUNK_SIZE:  # a short range (video seeking): one thread call
+                return _once(await to_thread.run_sync(_read_at, path, start, end - start))
             file = await to_thread.run_sync(_open_at, path, start)
         except FileNotFoundError:
             raise BlobMissing(f"blob {key} is missing") from None
@@ -166,6 +168,19 @@ async def _read_range(file: BinaryIO, length: int) -> AsyncGenerator[bytes, None
             yield chunk
     finally:
         file.close()
+
+
+async def _once(data: bytes) -> AsyncGenerator[bytes, None]:
+    yield data
+
+
+def _read_at(path: Path, offset: int, length: int) -> bytes:
+    with path.open("rb") as file:
+        file.seek(offset)
+        data = file.read(length)
+    if len(data) < length:
+        raise BlobMissing("blob is shorter than its recorded size")
+    return data
 
 
 def _create(path: Path) -> BinaryIO:
