@@ -26,6 +26,7 @@ test: lint
 	$(BIN)/pytest
 
 bench: $(STAMP)
+	$(BIN)/python bench/run.py
 	$(BIN)/python bench/transfer.py
 
 clean:

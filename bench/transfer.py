@@ -19,7 +19,7 @@ Results are printed and written as JSON to `bench/results/`.
 
 Run it from the repository root (`make bench` does this):
 
-    .venv/bin/python bench/transfer.py [--size-mib 256] [--runs 3] [--tmp-dir DIR]
+    .venv/bin/python bench/transfer.py [--size-mib 256] [--runs 3] [--tmp-dir DIR] [--at-commit REV]
 
 Linux only: it reads /proc for the process tree and memory figures.
 """
@@ -28,280 +28,45 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib.metadata
-import json
 import os
-import platform
-import re
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-from rich.console import Console
 from rich.table import Table
 
-MB = 1_000_000  # throughput unit, as network figures are usually quoted
-MIB = 1024 * 1024  # file sizes and memory
+from common import (
+    MB,
+    MIB,
+    RssSampler,
+    Server,
+    console,
+    cpu_seconds,
+    exit_on_sigterm,
+    export_source,
+    filesystem_of,
+    machine,
+    memory_kib,
+    private_kib,
+    rss_mib,
+    running_server,
+    save_json,
+    source_state,
+    suspicious_lines,
+    worker_pids,
+)
+
+WORK_DIR = Path(__file__).resolve().parent / "work"  # git-ignored
 PIECE = MIB  # size of each write when creating the file and each upload body chunk
-SAMPLE_INTERVAL = 0.02
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
 HTTP_TIMEOUT = httpx.Timeout(300.0)
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-# On first start the server prints the first API key alone on its line.
-KEY_LINE = re.compile(r"^(cm_\S+)\s*$", re.MULTILINE)
-# Log lines worth a look after the run (granian and chatmedia both log "LEVEL name ...").
-SUSPICIOUS = re.compile(r"\b(ERROR|WARNING|CRITICAL|Traceback)\b")
-
-console = Console()
-
-
-# --- the server under test ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Server:
-    """A running `chatmedia serve` and what a client needs to talk to it."""
-
-    process: subprocess.Popen[bytes]
-    base_url: str
-    key: str
-    log_path: Path
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def chatmedia_executable() -> Path:
-    """The `chatmedia` script of the interpreter running this benchmark."""
-    path = Path(sys.executable).parent / "chatmedia"
-    if not path.exists():
-        raise SystemExit(f"{path} not found: run `make .venv/.installed` first")
-    return path
-
-
-@contextmanager
-def running_server(workdir: Path, max_upload: str) -> Iterator[Server]:
-    """Start a server on a fresh data folder and stop it on the way out, whatever happens."""
-    port = free_port()
-    # The settings are the benchmark's: none of the caller's CHATMEDIA_* variables leak in.
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("CHATMEDIA_")}
-    env = inherited | {
-        "CHATMEDIA_DATA_DIR": str(workdir / "data"),
-        "CHATMEDIA_HOST": "127.0.0.1",
-        "CHATMEDIA_PORT": str(port),
-        "CHATMEDIA_MAX_UPLOAD_SIZE": max_upload,
-        # stdout is a file here: without this the key line could sit in a buffer.
-        "PYTHONUNBUFFERED": "1",
-    }
-    log_path = workdir / "server.log"
-    with log_path.open("wb") as log:
-        # A session of its own, so that stopping it reaches the granian workers too.
-        process = subprocess.Popen(
-            [str(chatmedia_executable()), "serve"],
-            cwd=workdir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        key = wait_for_key(process, log_path, deadline)
-        base_url = f"http://127.0.0.1:{port}"
-        wait_healthy(process, base_url, log_path, deadline)
-        yield Server(process, base_url, key, log_path)
-    finally:
-        stop(process)
-
-
-def wait_for_key(process: subprocess.Popen[bytes], log_path: Path, deadline: float) -> str:
-    """The first API key, once the server has printed it."""
-    while time.monotonic() < deadline:
-        match = KEY_LINE.search(log_path.read_text(errors="replace"))
-        if match:
-            return match.group(1)
-        check_alive(process, log_path)
-        time.sleep(0.05)
-    raise RuntimeError(f"no API key in the server's output:\n{log_tail(log_path)}")
-
-
-def wait_healthy(
-    process: subprocess.Popen[bytes], base_url: str, log_path: Path, deadline: float
-) -> None:
-    """Return once GET /healthz answers 200."""
-    while time.monotonic() < deadline:
-        check_alive(process, log_path)
-        try:
-            if httpx.get(f"{base_url}/healthz", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass  # not listening yet
-        time.sleep(0.1)
-    raise RuntimeError(f"/healthz did not answer 200 in time:\n{log_tail(log_path)}")
-
-
-def check_alive(process: subprocess.Popen[bytes], log_path: Path) -> None:
-    """Raise with the server's output if it has exited."""
-    if process.poll() is not None:
-        raise RuntimeError(f"server exited with {process.returncode}:\n{log_tail(log_path)}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's process group; SIGKILL it if it has not exited in time, and
-    SIGKILL any worker left behind by a main process that exited on its own."""
-    if process.poll() is None:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            console.print("[yellow]server did not stop after SIGTERM; killing it[/yellow]")
-        except ProcessLookupError:
-            pass  # it exited between poll() and killpg()
-    with suppress(ProcessLookupError):  # nothing left in the group: the usual case
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-def log_tail(log_path: Path, lines: int = 30) -> str:
-    """The last lines of the server's output."""
-    return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
-
-
-# --- /proc: the worker processes and their memory -------------------------------------------
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below `pid`, from /proc/<pid>/task/<tid>/children (any thread may be
-    the parent, so all of them are read)."""
-    found: list[int] = []
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
-        return found
-    for tid in tids:
-        try:
-            children = Path(f"/proc/{pid}/task/{tid}/children").read_text().split()
-        except FileNotFoundError:
-            continue  # the thread ended meanwhile
-        for child in map(int, children):
-            found += [child, *descendants(child)]
-    return found
-
-
-def worker_pids(server_pid: int) -> list[int]:
-    """The granian workers: the Python processes below the server that serve requests.
-    multiprocessing's resource tracker, if one runs, is left out."""
-    workers = []
-    for pid in descendants(server_pid):
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        if b"resource_tracker" not in cmdline:
-            workers.append(pid)
-    if not workers:
-        raise RuntimeError(f"no worker process found below the server (pid {server_pid})")
-    return workers
-
-
-def memory_kib(pid: int) -> dict[str, int]:
-    """VmRSS, VmHWM, RssAnon and RssFile of `pid` in KiB."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, rest = line.partition(":")
-        if name in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-            values[name] = int(rest.split()[0])
-    return values
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """User plus system CPU time the processes have used, all threads together."""
-    ticks = 0
-    for pid in pids:
-        # Fields after the command name, which is in parentheses and may hold spaces.
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def reset_peak(pid: int) -> bool:
-    """Reset the kernel's VmHWM of `pid` to its current RSS (Linux >= 4.0); False when not
-    allowed, in which case VmHWM is the peak since the process started."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-class RssSampler:
-    """Samples the summed VmRSS of some processes in a thread while a `with` block runs, and
-    reads their VmHWM at its end. At the highest sample it also keeps how much of it was
-    anonymous memory and how much mapped files (libmagic's database is one)."""
-
-    def __init__(self, pids: list[int]) -> None:
-        self._pids = pids
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
-        self.peak_kib = 0
-        self.peak_anon_kib = 0
-        self.peak_file_kib = 0
-        self.samples = 0
-        self.hwm_kib = 0
-        self.hwm_reset = False
-
-    def __enter__(self) -> RssSampler:
-        # Every process is reset, even after one refuses: no short-circuit here.
-        resets = [reset_peak(pid) for pid in self._pids]
-        self.hwm_reset = all(resets)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.hwm_kib = sum(memory_kib(pid)["VmHWM"] for pid in self._pids)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            figures = [memory_kib(pid) for pid in self._pids]
-            rss = sum(f["VmRSS"] for f in figures)
-            if rss > self.peak_kib:
-                self.peak_kib = rss
-                self.peak_anon_kib = sum(f["RssAnon"] for f in figures)
-                self.peak_file_kib = sum(f["RssFile"] for f in figures)
-            self.samples += 1
-            self._stop.wait(SAMPLE_INTERVAL)
-
-
-def private_kib(pid: int) -> int:
-    """Memory only `pid` holds (Private_Clean + Private_Dirty), in KiB. The worker is forked
-    from the main process, so its RSS also counts the pages it still shares with it."""
-    total = 0
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith(("Private_Clean:", "Private_Dirty:")):
-            total += int(line.split()[1])
-    return total
-
-
-def rss_mib(pids: list[int]) -> float:
-    """The summed current RSS of `pids` in MiB."""
-    return sum(memory_kib(pid)["VmRSS"] for pid in pids) / 1024
 
 
 # --- the transfers --------------------------------------------------------------------------
@@ -505,59 +270,6 @@ def compat_download(server: Server, pids: list[int], record: dict[str, Any]) -> 
 # --- the report -----------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    """What the figures were measured on."""
-    meminfo = Path("/proc/meminfo").read_text()
-    mem_kib = int(re.search(r"MemTotal:\s+(\d+)", meminfo).group(1))  # type: ignore[union-attr]
-    cpuinfo = Path("/proc/cpuinfo").read_text()
-    model = re.search(r"model name\s*:\s*(.+)", cpuinfo)
-    return {
-        "hostname": platform.node(),
-        "cpu_model": model.group(1).strip() if model else platform.processor(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "memory_mib": mem_kib // 1024,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "granian": importlib.metadata.version("granian"),
-        "chatmedia": importlib.metadata.version("chatmedia"),
-    }
-
-
-def source_state() -> dict[str, Any]:
-    """The commit measured and any uncommitted changes under src/: the figures belong to
-    that code, not to whatever the branch holds later."""
-    repo = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=False)
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    return {
-        "commit": git("rev-parse", "HEAD") or None,
-        "src_changes": git("status", "--porcelain", "--", "src").splitlines(),
-        # Set when the server is pointed at another copy of the code.
-        "pythonpath": os.environ.get("PYTHONPATH"),
-    }
-
-
-def filesystem_of(path: Path) -> str:
-    """The type of the filesystem `path` is on (ext4, tmpfs…): fsync costs depend on it."""
-    best, kind = "", "unknown"
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        _, mount, fstype, *_ = line.split()
-        inside = str(path).startswith(mount.rstrip("/") + "/") or str(path) == mount
-        if inside and len(mount) >= len(best):
-            best, kind = mount, fstype
-    return kind
-
-
-def suspicious_lines(log_path: Path) -> list[str]:
-    """Server log lines that mention a warning, an error or a traceback."""
-    lines = log_path.read_text(errors="replace").splitlines()
-    return [line for line in lines if SUSPICIOUS.search(line)]
-
-
 def summary_table(results: Results) -> Table:
     """Per phase: median, min and max throughput, median worker CPU time, and the highest
     sampled RSS (VmHWM, which the kernel updates lazily, is in the JSON)."""
@@ -589,12 +301,9 @@ def summary_table(results: Results) -> Table:
 
 def write_json(results: Results, source: dict[str, Any], workdir: Path, command: list[str]) -> Path:
     """Save the raw figures as bench/results/transfer-<YYYYMMDD-HHMMSS>.json."""
-    now = datetime.now(UTC)
-    RESULTS_DIR.mkdir(exist_ok=True)
-    path = RESULTS_DIR / f"transfer-{now:%Y%m%d-%H%M%S}.json"
     document = {
         "benchmark": "transfer",
-        "date": now.isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": command,
         "machine": machine(),
         "source": source,
@@ -602,31 +311,30 @@ def write_json(results: Results, source: dict[str, Any], workdir: Path, command:
         "units": {"throughput": "MB/s, 1 MB = 10^6 bytes", "memory": "MiB"},
         **asdict(results),
     }
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    return path
+    return save_json("transfer", document)
 
 
 # --- main -----------------------------------------------------------------------------------
 
 
 def parse_args() -> argparse.Namespace:
-    """--size-mib, --runs and --tmp-dir."""
+    """--size-mib, --runs, --tmp-dir and --at-commit."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=256, help="file size (default 256)")
     parser.add_argument("--runs", type=int, default=3, help="timed runs (default 3)")
     parser.add_argument(
         "--tmp-dir", type=Path, default=None, help="where to make the temporary folder"
     )
+    parser.add_argument(
+        "--at-commit",
+        metavar="REV",
+        default=None,
+        help="measure src/ of this commit (exported to bench/work/), not the checkout's",
+    )
     args = parser.parse_args()
     if args.size_mib < 1 or args.runs < 1:
         parser.error("--size-mib and --runs must be at least 1")
     return args
-
-
-def exit_on_sigterm(signum: int, _frame: object) -> None:
-    """Turn SIGTERM into SystemExit, so the `finally` that stops the server still runs: the
-    server has a session of its own and would outlive a benchmark killed outright."""
-    raise SystemExit(128 + signum)
 
 
 def main() -> None:
@@ -635,13 +343,18 @@ def main() -> None:
     args = parse_args()
     # The issue's target is a 256 MiB upload "with the limit raised": 1 GiB, or more if asked.
     max_upload = f"{max(1024, 2 * args.size_mib)}MiB"
-    code = source_state()  # before the server starts: that is the code it runs
+    source = None
+    if args.at_commit:
+        source, commit = export_source(args.at_commit, WORK_DIR)
+        code = source_state(source, commit)
+    else:
+        code = source_state()  # before the server starts: that is the code it runs
     with tempfile.TemporaryDirectory(prefix="chatmedia-bench-", dir=args.tmp_dir) as tmp:
         workdir = Path(tmp)
         source = workdir / "payload.bin"
         console.print(f"creating {args.size_mib} MiB of random bytes in {workdir}")
         create_random_file(source, args.size_mib * MIB)
-        with running_server(workdir, max_upload) as server:
+        with running_server(workdir, max_upload, source=source) as server:
             console.print(f"server up at {server.base_url} (pid {server.process.pid})")
             results = run_transfers(server, source, args.runs)
             results.log_warnings = suspicious_lines(server.log_path)
