@@ -13,7 +13,8 @@ handler (chatmedia.http.responses) renders them all as
     ├── DestinationNotAllowed (403)
     ├── NotFound (404)
     │   ├── FileNotFound
-    │   └── MessageNotFound
+    │   ├── MessageNotFound
+    │   └── WebhookNotFound
     ├── IdempotencyKeyInProgress (409)
     ├── PreconditionFailed (412)
     ├── FileTooLarge (413)
@@ -23,7 +24,6 @@ handler (chatmedia.http.responses) renders them all as
     ├── IdempotencyKeyReused (422)
     ├── RangeNotSatisfiable (416)
     ├── SourceError (502)
-    ├── BackendUnavailable (503)
     └── SourceTimeout (504)
 """
 
@@ -119,6 +119,10 @@ class MessageNotFound(NotFound):
     code = "message_not_found"
 
 
+class WebhookNotFound(NotFound):
+    code = "webhook_not_found"
+
+
 class FileTooLarge(ChatMediaError):
     code = "file_too_large"
     status = 413
@@ -152,11 +156,6 @@ class RangeNotSatisfiable(ChatMediaError):
     @property
     def headers(self) -> dict[str, str]:
         return {"Content-Range": f"bytes */{self.size}"}
-
-
-class BackendUnavailable(ChatMediaError):
-    code = "backend_unavailable"
-    status = 503
 
 
 class SourceError(ChatMediaError):

@@ -24,7 +24,7 @@ import anyio
 
 from chatmedia.db.webhooks import Claimed, Delivery, Webhook, Webhooks
 from chatmedia.egress.urls import parse_source_url
-from chatmedia.errors import BadRequest, ChatMediaError, NotFound
+from chatmedia.errors import BadRequest, ChatMediaError, WebhookNotFound
 from chatmedia.services import Services
 from chatmedia.views import event_view
 
@@ -36,10 +36,6 @@ GIVE_UP_AFTER = timedelta(hours=24)
 MAX_DELAY = timedelta(hours=1)
 CONCURRENCY = 16
 MIN_SECRET_LENGTH = 16
-
-
-class WebhookNotFound(NotFound):
-    code = "webhook_not_found"
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:
