@@ -451,3 +451,13 @@ def save_json(benchmark: str, document: Mapping[str, Any]) -> Path:
     path = RESULTS_DIR / f"{benchmark}-{now:%Y%m%d-%H%M%S}.json"
     path.write_text(json.dumps(document, indent=2) + "\n")
     return path
+
+
+def create_random_file(path: Path, size: int, piece: int = 1024 * 1024) -> None:
+    """`size` random bytes, written `piece` bytes at a time (memory stays small)."""
+    with path.open("wb") as out:
+        remaining = size
+        while remaining:
+            chunk = min(piece, remaining)
+            out.write(os.urandom(chunk))
+            remaining -= chunk

@@ -39,6 +39,7 @@ import workloads as w
 from common import (
     MIB,
     console,
+    create_random_file,
     exit_on_sigterm,
     export_source,
     filesystem_of,
@@ -56,7 +57,6 @@ LOAD_POLL = 10.0  # seconds between two looks at the load average
 FOREIGN_LIMIT = 0.1  # cores other processes may use during a measurement
 RETRIES = 2  # times a disturbed measurement is taken again
 QUIET_WAIT = 120.0  # seconds to wait at most for the machine to be quiet
-PIECE = MIB
 
 
 def parse_args() -> argparse.Namespace:
@@ -145,16 +145,6 @@ def wait_for_quiet(threshold: float, longest: float) -> dict[str, Any]:
     if threshold > 0 and load >= threshold:
         console.print(f"[yellow]load still {load:.2f} after {waited:.0f} s; going on[/yellow]")
     return {"loadavg_at_start": list(os.getloadavg()), "waited_s": round(waited, 1)}
-
-
-def create_random_file(path: Path, size: int) -> None:
-    """`size` random bytes, written a piece at a time."""
-    with path.open("wb") as out:
-        remaining = size
-        while remaining:
-            piece = min(PIECE, remaining)
-            out.write(os.urandom(piece))
-            remaining -= piece
 
 
 def idle_memory(peer: Peer) -> float:

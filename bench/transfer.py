@@ -50,6 +50,7 @@ from common import (
     Server,
     console,
     cpu_seconds,
+    create_random_file,
     exit_on_sigterm,
     export_source,
     filesystem_of,
@@ -110,16 +111,6 @@ def measure(phase: str, pids: list[int], transfer: Callable[[], int]) -> Measure
         hwm_reset=sampler.hwm_reset,
         rss_samples=sampler.samples,
     )
-
-
-def create_random_file(path: Path, size: int) -> None:
-    """`size` random bytes, written a piece at a time so the benchmark stays small too."""
-    with path.open("wb") as out:
-        remaining = size
-        while remaining:
-            piece = min(PIECE, remaining)
-            out.write(os.urandom(piece))
-            remaining -= piece
 
 
 def make_distinct(path: Path) -> str:
