@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from chatmedia.db.pages import newest_first
 from chatmedia.db.schema import blobs, files
 from chatmedia.models import FileRecord
 
@@ -51,15 +52,11 @@ class Files:
     ) -> tuple[list[FileRecord], int | None]:
         """Up to `limit` files, newest first, older than `before_seq` when given; also the
         seq to continue from, or None when there are no more."""
-        query = sa.select(files).order_by(files.c.seq.desc()).limit(limit + 1)
+        query = sa.select(files)
         if conversation_id is not None:
             query = query.where(files.c.conversation_id == conversation_id)
-        if before_seq is not None:
-            query = query.where(files.c.seq < before_seq)
-        rows = (await self._conn.execute(query)).all()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return [_record(r) for r in rows], (rows[-1].seq if more else None)
+        rows, next_seq = await newest_first(self._conn, query, files.c.seq, limit, before_seq)
+        return [_record(r) for r in rows], next_seq
 
     async def insert(self, record: FileRecord) -> None:
         """Add a file; its blob row must exist (see `lock_blob`)."""

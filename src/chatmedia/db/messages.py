@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from chatmedia.db.pages import newest_first
 from chatmedia.db.schema import messages
 from chatmedia.models import MessageRecord
 
@@ -41,18 +42,9 @@ class Messages:
     ) -> tuple[list[MessageRecord], int | None]:
         """Up to `limit` messages, newest first, older than `before_seq` when given; also the
         seq to continue from, or None when there are no more."""
-        query = (
-            sa.select(messages)
-            .where(messages.c.conversation_id == conversation_id)
-            .order_by(messages.c.seq.desc())
-            .limit(limit + 1)
-        )
-        if before_seq is not None:
-            query = query.where(messages.c.seq < before_seq)
-        rows = (await self._conn.execute(query)).all()
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return [_message(r) for r in rows], (rows[-1].seq if more else None)
+        query = sa.select(messages).where(messages.c.conversation_id == conversation_id)
+        rows, next_seq = await newest_first(self._conn, query, messages.c.seq, limit, before_seq)
+        return [_message(r) for r in rows], next_seq
 
     async def delete(self, message_id: str) -> None:
         """Remove a message."""

@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from chatmedia.db.pages import newest_first
 from chatmedia.db.schema import deliveries, events, webhooks
 from chatmedia.models import Event
 
@@ -83,18 +84,17 @@ class Webhooks:
         result = await self._conn.execute(webhooks.delete().where(webhooks.c.id == hook_id))
         return result.rowcount == 1
 
-    async def deliveries(self, hook_id: str, limit: int, before: int | None) -> list[Delivery]:
-        """A webhook's deliveries, newest first."""
+    async def deliveries(
+        self, hook_id: str, limit: int, before: int | None
+    ) -> tuple[list[Delivery], int | None]:
+        """A webhook's deliveries, newest first, and the seq to continue from."""
         query = (
             sa.select(deliveries, events.c.type, events.c.conversation_id)
             .join(events, events.c.seq == deliveries.c.event_seq)
             .where(deliveries.c.webhook_id == hook_id)
-            .order_by(deliveries.c.seq.desc())
-            .limit(limit)
         )
-        if before is not None:
-            query = query.where(deliveries.c.seq < before)
-        return [_delivery(r) for r in await self._conn.execute(query)]
+        rows, next_seq = await newest_first(self._conn, query, deliveries.c.seq, limit, before)
+        return [_delivery(r) for r in rows], next_seq
 
     async def claim_due(self, now: datetime, lease: timedelta, limit: int) -> list[Claimed]:
         """Take up to `limit` deliveries that are due, each the oldest pending one of its

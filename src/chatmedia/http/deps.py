@@ -16,7 +16,14 @@ async def get_services(request: Request) -> Services:
     return services
 
 
+# Where a middleware that has already checked the request's key leaves it (request.state).
+CHECKED_KEY = "api_key"
+
+
 async def require_key(request: Request) -> ApiKey:
     """The request's API key; answers 401 without a valid one."""
+    checked: ApiKey | None = getattr(request.state, CHECKED_KEY, None)
+    if checked is not None:
+        return checked
     services: Services = request.app.state.services
     return await authenticate(services, request.headers.get("authorization"))

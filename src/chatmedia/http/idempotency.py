@@ -39,6 +39,7 @@ from chatmedia.errors import (
     InvalidIdempotencyKey,
     Unauthorized,
 )
+from chatmedia.http.deps import CHECKED_KEY
 from chatmedia.http.multipart import MAX_FIELD_SIZE, MAX_FIELDS
 from chatmedia.http.responses import CLIENT_CLOSED_REQUEST, error_response
 from chatmedia.pipelines.keys import authenticate
@@ -105,10 +106,11 @@ class IdempotencyMiddleware:
         # A request without a valid API key is the app's to refuse (401); it must not be
         # able to write records, nor learn anything from them.
         try:
-            await authenticate(self.services, authorization[0].decode("latin-1"))
+            key = await authenticate(self.services, authorization[0].decode("latin-1"))
         except Unauthorized:
             await self._call_app(scope, receive, send)
             return
+        scope.setdefault("state", {})[CHECKED_KEY] = key  # the routes need not look it up again
         if len(keys) > 1 or not valid_key(keys[0]):
             message = "Idempotency-Key must be one value of 1 to 255 printable ASCII characters"
             await self._refuse(scope, receive, send, InvalidIdempotencyKey(message))

@@ -22,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 import anyio
 
+from chatmedia.cursors import decode_cursor, encode_cursor
 from chatmedia.db.webhooks import Claimed, Delivery, Webhook, Webhooks
 from chatmedia.egress.urls import parse_source_url
 from chatmedia.errors import BadRequest, ChatMediaError, WebhookNotFound
@@ -93,12 +94,15 @@ async def delete_webhook(services: Services, hook_id: str) -> None:
 
 
 async def list_deliveries(
-    services: Services, hook_id: str, limit: int, before: int | None
-) -> list[Delivery]:
-    """A webhook's deliveries, newest first: attempts, last status and error."""
+    services: Services, hook_id: str, limit: int, cursor: str | None
+) -> tuple[list[Delivery], str | None]:
+    """A page of a webhook's deliveries, newest first (attempts, last status and error),
+    and the cursor of the next page."""
     await get_webhook(services, hook_id)
+    before = decode_cursor(cursor) if cursor else None
     async with services.db.read() as conn:
-        return await Webhooks(conn).deliveries(hook_id, limit, before)
+        page, next_seq = await Webhooks(conn).deliveries(hook_id, limit, before)
+    return page, encode_cursor(next_seq) if next_seq else None
 
 
 async def deliver_forever(services: Services, stopping: anyio.Event) -> None:

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
-from chatmedia.cursors import decode_cursor, encode_cursor
 from chatmedia.db.webhooks import Delivery, Webhook
 from chatmedia.http.deps import get_services, require_key
 from chatmedia.http.jsonbody import json_body_doc, read_body, validate
@@ -95,11 +94,5 @@ async def list_deliveries(
     cursor: str | None = None,
 ) -> dict[str, Any]:
     """Newest first: status, attempts, last status and error of each."""
-    before = decode_cursor(cursor) if cursor else None
-    page = await webhooks.list_deliveries(services, webhook_id, limit + 1, before)
-    more = len(page) > limit
-    page = page[:limit]
-    return {
-        "items": [delivery_view(d) for d in page],
-        "nextCursor": encode_cursor(page[-1].seq) if more else None,
-    }
+    page, next_cursor = await webhooks.list_deliveries(services, webhook_id, limit, cursor)
+    return {"items": [delivery_view(d) for d in page], "nextCursor": next_cursor}
