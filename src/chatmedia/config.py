@@ -136,11 +136,24 @@ def _interval(text: str) -> timedelta:
     return value
 
 
+# Database URL schemes, and the SQLAlchemy driver each one is served by.
+_DATABASE_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+
+
 def _database_url(text: str) -> str:
-    scheme = text.partition("://")[0]
-    if scheme not in ("sqlite", "sqlite+aiosqlite"):
-        raise ValueError("only sqlite:///PATH databases are supported")
-    return "sqlite+aiosqlite://" + text.partition("://")[2]
+    scheme, sep, rest = text.strip().partition("://")
+    driver = _DATABASE_DRIVERS.get(scheme.lower())
+    if not sep or driver is None:
+        raise ValueError("not a sqlite:///PATH or postgresql://USER@HOST/NAME URL")
+    if driver.startswith("postgresql") and not rest.partition("/")[0]:
+        raise ValueError("a PostgreSQL URL needs a host")
+    return f"{driver}://{rest}"
 
 
 def _log_level(text: str) -> str:
@@ -264,7 +277,8 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
             values[name] = FIELDS[name].parse(text)
         except ValueError as e:
             where = source.removeprefix("env ") if source.startswith("env ") else source
-            raise ConfigError(f"{where} has value '{text}': {e}") from None
+            shown = hide_password(text) if FIELDS[name].secret else text
+            raise ConfigError(f"{where} has value '{shown}': {e}") from None
     values.setdefault("public_url", f"http://{values['host']}:{values['port']}")
     values.setdefault(
         "database_url", "sqlite+aiosqlite:///" + str(values["data_dir"] / "chatmedia.db")

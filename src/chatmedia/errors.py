@@ -24,6 +24,7 @@ handler (chatmedia.http.responses) renders them all as
     ├── IdempotencyKeyReused (422)
     ├── RangeNotSatisfiable (416)
     ├── SourceError (502)
+    ├── BackendUnavailable (503)
     └── SourceTimeout (504)
 """
 
@@ -163,6 +164,17 @@ class SourceError(ChatMediaError):
 
     code = "source_error"
     status = 502
+
+
+class BackendUnavailable(ChatMediaError):
+    """The database or the blob store does not answer; the client may retry soon."""
+
+    code = "backend_unavailable"
+    status = 503
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
 
 
 class SourceTimeout(ChatMediaError):

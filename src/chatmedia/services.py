@@ -6,11 +6,14 @@ from dataclasses import dataclass
 
 from chatmedia.bus import EventBus
 from chatmedia.config import Settings
-from chatmedia.db import Database
+from chatmedia.db import Database, DatabaseUnavailable
 from chatmedia.egress.fetcher import Fetcher, Resolver, system_resolver
 from chatmedia.egress.oauth import TokenCache
 from chatmedia.storage import BlobStore
 from chatmedia.storage.local import LocalBlobStore
+
+# What a backend that does not answer raises (answered 503 backend_unavailable).
+BACKEND_OUTAGES: tuple[type[Exception], ...] = (DatabaseUnavailable,)
 
 
 @dataclass(frozen=True, slots=True)

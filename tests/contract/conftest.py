@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from chatmedia.config import Settings
+from chatmedia.config import Settings, load_settings
 from chatmedia.db import Database
 from chatmedia.db.migrate import upgrade
 from chatmedia.services import Services, open_services
 from chatmedia.storage import BlobStore
 from chatmedia.storage.local import LocalBlobStore
+from tests.pgserver import PostgresServer, postgres
+
+__all__ = ["postgres"]  # the session's server, for the fixtures below
 
 
 @pytest.fixture(params=["local"])
@@ -21,18 +24,28 @@ def blob_store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
     return LocalBlobStore(tmp_path / "blobs")
 
 
-@pytest.fixture(params=["sqlite"])
+def _database_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'meta.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
 async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
-    assert request.param == "sqlite"
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'meta.db'}")
+    url = _database_url(request.param, request, tmp_path)
+    db = Database(load_settings({"CHATMEDIA_DATABASE_URL": url}, cwd=tmp_path).database_url)
     await upgrade(db)
     yield db
     await db.close()
 
 
-@pytest.fixture
-async def services(make_settings: Callable[..., Settings]) -> AsyncIterator[Services]:
-    services = open_services(make_settings(max_upload_size="1MiB"))
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def services(
+    request: pytest.FixtureRequest, tmp_path: Path, make_settings: Callable[..., Settings]
+) -> AsyncIterator[Services]:
+    url = _database_url(request.param, request, tmp_path)
+    services = open_services(make_settings(max_upload_size="1MiB", database_url=url))
     await upgrade(services.db)
     yield services
     await services.close()

@@ -81,3 +81,24 @@ def test_describe_hides_secrets(tmp_path: Path) -> None:
 def test_hide_password() -> None:
     assert hide_password("postgresql://app:s3cret@db/x") == "postgresql://app:***@db/x"
     assert hide_password("sqlite:///data/x.db") == "sqlite:///data/x.db"
+
+
+@pytest.mark.parametrize(
+    ("given", "effective"),
+    [
+        ("sqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("postgresql://app@db/chat", "postgresql+asyncpg://app@db/chat"),
+        ("postgres://app:pw@db:5433/chat", "postgresql+asyncpg://app:pw@db:5433/chat"),
+        ("postgresql+asyncpg://app@db/chat", "postgresql+asyncpg://app@db/chat"),
+    ],
+)
+def test_database_urls(tmp_path: Path, given: str, effective: str) -> None:
+    settings = load_settings({"CHATMEDIA_DATABASE_URL": given}, cwd=tmp_path)
+    assert settings.database_url == effective
+
+
+@pytest.mark.parametrize("bad", ["mysql://app:hunter2@db/x", "postgresql:///x", "x.db"])
+def test_bad_database_url_is_named_without_its_password(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(ConfigError, match="CHATMEDIA_DATABASE_URL has value") as caught:
+        load_settings({"CHATMEDIA_DATABASE_URL": bad}, cwd=tmp_path)
+    assert "hunter2" not in str(caught.value)

@@ -1,5 +1,5 @@
 """Metadata storage: the database handle, the schema and one repository per table group."""
 
-from chatmedia.db.engine import Database
+from chatmedia.db.engine import Database, DatabaseUnavailable
 
-__all__ = ["Database"]
+__all__ = ["Database", "DatabaseUnavailable"]

@@ -13,6 +13,10 @@ from chatmedia.db.schema import deliveries, events, webhooks
 from chatmedia.models import Event
 
 ALL_EVENTS = "*"
+# PostgreSQL: the channel that tells every node an event was logged, and the advisory lock
+# that makes events commit in id order.
+NOTIFY_CHANNEL = "chatmedia_events"
+_APPEND_LOCK = 0x63686D65  # "chme"
 
 
 class Events:
@@ -25,7 +29,17 @@ class Events:
         self, kind: str, conversation_id: str | None, data: Mapping[str, Any], now: datetime
     ) -> Event:
         """Log an event and queue its delivery to every webhook that wants it, in the
-        caller's transaction: the change, its event and its deliveries commit together."""
+        caller's transaction: the change, its event and its deliveries commit together.
+
+        On PostgreSQL, ids come from a sequence, and transactions could commit in another
+        order than they took their ids: a reader that has seen event 8 would then never see
+        event 7. So appends hold a transaction lock until commit, which makes id order
+        commit order (the cost: appends are serialized, as SQLite's are anyway), and a
+        NOTIFY, sent at commit, wakes the readers of every node. To keep that lock short and
+        free of deadlocks, append as the last step of a transaction, after every row lock."""
+        if self._conn.dialect.name == "postgresql":
+            await self._conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_APPEND_LOCK)))
+            await self._conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, "")))
         values = {
             "type": kind,
             "conversation_id": conversation_id,

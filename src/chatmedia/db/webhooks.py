@@ -116,6 +116,9 @@ class Webhooks:
             )
             .order_by(deliveries.c.event_seq)
             .limit(limit)
+            # Nodes claiming at once pass over each other's rows instead of waiting (SQLite
+            # has no row locks; its write lock serializes claims already).
+            .with_for_update(of=deliveries, skip_locked=True)
         )
         seqs = list((await self._conn.scalars(heads)).all())
         if not seqs:

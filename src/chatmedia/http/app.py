@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 import chatmedia
 from chatmedia.config import Settings, load_settings
+from chatmedia.db.listen import listen_for_events
 from chatmedia.db.migrate import ensure_schema
 from chatmedia.http.idempotency import IdempotencyMiddleware, sweep_idempotency_keys
 from chatmedia.http.metrics import Metrics, MetricsMiddleware
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_housekeeping, services, stopping)
             tasks.start_soon(deliver_forever, services, stopping)
+            tasks.start_soon(listen_for_events, services.db, services.bus.notify, stopping)
             yield
             # Let the loops end between transactions rather than cancel them inside one.
             stopping.set()
@@ -102,18 +104,24 @@ def _announce_first_key(secret: str) -> None:
 
 async def _housekeeping(services: Services, stopping: anyio.Event) -> None:
     """Every CHATMEDIA_RETENTION_INTERVAL: delete expired files, forget old events and
-    idempotency keys past their 24 hours."""
+    idempotency keys past their 24 hours. One node at a time does it; the others skip."""
     while not stopping.is_set():
         try:
-            deleted = await sweep_expired(services)
-            pruned = await prune_events(services)
-            forgotten = await sweep_idempotency_keys(services.db, datetime.now(UTC))
-            if deleted or pruned or forgotten:
-                log.info(
-                    "housekeeping: deleted %d expired files, %d old events, %d idempotency keys",
-                    deleted, pruned, forgotten,
-                )  # fmt: skip
+            async with services.db.exclusive("housekeeping") as mine:
+                if mine:
+                    await _sweep(services)
         except Exception:
             log.exception("housekeeping failed; trying again next interval")
         with anyio.move_on_after(services.settings.retention_interval.total_seconds()):
             await stopping.wait()
+
+
+async def _sweep(services: Services) -> None:
+    deleted = await sweep_expired(services)
+    pruned = await prune_events(services)
+    forgotten = await sweep_idempotency_keys(services.db, datetime.now(UTC))
+    if deleted or pruned or forgotten:
+        log.info(
+            "housekeeping: deleted %d expired files, %d old events, %d idempotency keys",
+            deleted, pruned, forgotten,
+        )  # fmt: skip

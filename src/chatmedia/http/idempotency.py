@@ -41,9 +41,9 @@ from chatmedia.errors import (
 )
 from chatmedia.http.deps import CHECKED_KEY
 from chatmedia.http.multipart import MAX_FIELD_SIZE, MAX_FIELDS
-from chatmedia.http.responses import CLIENT_CLOSED_REQUEST, error_response
+from chatmedia.http.responses import CLIENT_CLOSED_REQUEST, error_response, unavailable
 from chatmedia.pipelines.keys import authenticate
-from chatmedia.services import Services
+from chatmedia.services import BACKEND_OUTAGES, Services
 
 log = logging.getLogger("chatmedia")
 
@@ -98,6 +98,13 @@ class IdempotencyMiddleware:
         if scope["type"] != "http" or self._pattern(scope) is None:
             await self.app(scope, receive, send)
             return
+        # Errors raised here are past the app's handlers: render an outage ourselves.
+        try:
+            await self._check(scope, receive, send)
+        except BACKEND_OUTAGES as e:
+            await self._refuse(scope, receive, send, unavailable(e))
+
+    async def _check(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _header_values(scope, b"idempotency-key", b"authorization")
         keys, authorization = headers[b"idempotency-key"], headers[b"authorization"]
         if not keys or not authorization:

@@ -10,7 +10,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from chatmedia.errors import ChatMediaError
+from chatmedia.errors import BackendUnavailable, ChatMediaError
+from chatmedia.services import BACKEND_OUTAGES
 
 log = logging.getLogger("chatmedia")
 
@@ -53,6 +54,18 @@ async def _client_disconnect(_request: Request, _exc: Exception) -> Response:
     return Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
+async def _backend_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    error = unavailable(exc)
+    return error_response(error.status, error.code, error.message, error.headers)
+
+
+def unavailable(exc: Exception) -> BackendUnavailable:
+    """The 503 for a database or store that does not answer, logged without a traceback:
+    an outage is expected to end, and every request meanwhile would repeat it."""
+    log.warning("%s", exc)
+    return BackendUnavailable(str(exc))
+
+
 async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
     log.error("unhandled error", exc_info=exc)
     return error_response(500, "internal_error", "the server failed to handle the request")
@@ -60,10 +73,12 @@ async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Render every error as JSON: ours by their code, FastAPI's validation errors as 400,
-    routing errors by status, a client that hung up as 499, and anything unexpected as a
-    logged 500 without internals."""
+    routing errors by status, a client that hung up as 499, a backend outage as 503, and
+    anything unexpected as a logged 500 without internals."""
     app.add_exception_handler(ChatMediaError, _chatmedia_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ClientDisconnect, _client_disconnect)
+    for outage in BACKEND_OUTAGES:
+        app.add_exception_handler(outage, _backend_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)

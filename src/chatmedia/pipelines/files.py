@@ -68,9 +68,9 @@ async def remove_file(conn: AsyncConnection, services: Services, record: FileRec
     release its blob, removing the bytes while holding the blob's lock."""
     files = Files(conn)
     await files.delete(record.id)
-    await log_file_event(conn, services, "file.deleted", record, datetime.now(UTC))
     if record.sha256 and await files.release_blob(record.sha256):
         await services.store.delete(record.sha256)
+    await log_file_event(conn, services, "file.deleted", record, datetime.now(UTC))
 
 
 async def sweep_expired(services: Services, now: datetime | None = None) -> int:

@@ -126,10 +126,10 @@ async def delete_message(
             raise MessageNotFound(f"no message with id '{message_id}' in this conversation")
         file = await Files(conn).get(message.file_id) if message.file_id else None
         await Messages(conn).delete(message_id)
-        data = message_view(message, file, services.settings.public_url)
-        await Events(conn).append("message.deleted", conversation_id, data, datetime.now(UTC))
         if delete_file and file is not None:
             await remove_file(conn, services, file)
+        data = message_view(message, file, services.settings.public_url)
+        await Events(conn).append("message.deleted", conversation_id, data, datetime.now(UTC))
     services.bus.notify()
 
 

@@ -90,8 +90,8 @@ async def add_hosted_file(
         created_at=now,
     )
     await files.insert(record)
-    await log_file_event(conn, services, "file.created", record, now)
     await services.store.promote(upload.blob)
+    await log_file_event(conn, services, "file.created", record, now)
     return record
 
 

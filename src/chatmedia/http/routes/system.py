@@ -1,4 +1,4 @@
-"""Health and metrics: no key needed."""
+"""Health, readiness and metrics: no key needed."""
 
 from __future__ import annotations
 
@@ -6,12 +6,26 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from chatmedia.pipelines.health import check_ready
+
 router = APIRouter(tags=["system"])
 
 
 @router.get("/healthz", summary="Liveness")
 async def healthz() -> dict[str, str]:
     """200 while the process serves requests."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness",
+    responses={503: {"description": "backend_unavailable: the database or store is down"}},
+)
+async def readyz(request: Request) -> dict[str, str]:
+    """200 when the database and the blob store both answer, else 503: a load balancer
+    sends this node no traffic meanwhile."""
+    await check_ready(request.app.state.services)
     return {"status": "ok"}
 
 
