@@ -42,8 +42,9 @@ def free_port() -> int:
 class PostgresServer:
     """One server; `new_database()` hands each test a database of its own."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
+    def __init__(self) -> None:
+        # Its own folder under /tmp: pytest's temp folders are closed to other users.
+        self.root = Path(tempfile.mkdtemp(prefix="chatmedia-pg-"))
         self.port = free_port()
         self._bin = _binaries()
         self._names = itertools.count(1)
@@ -55,7 +56,9 @@ class PostgresServer:
         return f"postgresql://chatmedia@127.0.0.1:{self.port}/postgres"
 
     def _run(self, *args: str) -> None:
-        subprocess.run([*self._as, *args], check=True, capture_output=True, timeout=60)
+        done = subprocess.run([*self._as, *args], capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise RuntimeError(f"{args[0]} failed:\n{done.stdout}{done.stderr}")
 
     def start(self) -> None:
         if self._as:
@@ -82,17 +85,25 @@ class PostgresServer:
                   "chatmedia", "-d", "postgres", "-q", "-c", f"CREATE DATABASE {name}")  # fmt: skip
         return f"postgresql://chatmedia@127.0.0.1:{self.port}/{name}"
 
+    def close(self) -> None:
+        """Stop the server if it runs, and remove its folder."""
+        # When it never started, the failure that said why is already reported.
+        with contextlib.suppress(RuntimeError):
+            self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """The session's PostgreSQL server."""
-    root = Path(tempfile.mkdtemp(prefix="chatmedia-pg-"))
-    server = PostgresServer(root)
+
+def running_postgres() -> Iterator[PostgresServer]:
+    """A started server, closed when the generator is."""
+    server = PostgresServer()
     try:
         server.start()
         yield server
     finally:
-        # When it never started, the failure that said why is already reported.
-        with contextlib.suppress(subprocess.CalledProcessError):
-            server.stop("immediate")
-        shutil.rmtree(root, ignore_errors=True)
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """The session's PostgreSQL server."""
+    yield from running_postgres()

@@ -23,10 +23,16 @@ from rich.progress import (
 from rich.table import Table
 
 from chatmedia.config import ConfigError, Settings, describe, load_settings
-from chatmedia.db.migrate import current_revision, head_revision, upgrade
+from chatmedia.db.migrate import (
+    SchemaBehind,
+    current_revision,
+    ensure_schema,
+    head_revision,
+    upgrade,
+)
 from chatmedia.pipelines import keys as key_pipeline
 from chatmedia.pipelines.files import sweep_expired
-from chatmedia.services import Services, open_services
+from chatmedia.services import BACKEND_OUTAGES, Services, open_services
 
 app = typer.Typer(help="chatmedia: files and media for chat platforms.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
@@ -56,6 +62,10 @@ def _settings() -> Settings:
         raise typer.Exit(2) from None
 
 
+# What stops a command from working at all: said in one line, without a traceback.
+_CANNOT_RUN: tuple[type[Exception], ...] = (SchemaBehind, *BACKEND_OUTAGES)
+
+
 def _with_services(work: Callable[[Services], Awaitable[T]]) -> T:
     async def run() -> T:
         services = open_services(_settings())
@@ -64,7 +74,11 @@ def _with_services(work: Callable[[Services], Awaitable[T]]) -> T:
         finally:
             await services.close()
 
-    return asyncio.run(run())
+    try:
+        return asyncio.run(run())
+    except _CANNOT_RUN as e:
+        err_console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -77,7 +91,9 @@ def serve(
     for name, value in (("HOST", host), ("PORT", port), ("WORKERS", workers)):
         if value is not None:  # the server process reads its settings from the environment
             os.environ["CHATMEDIA_" + name] = str(value)
-    _settings()  # report a configuration error here, with the CLI's formatting
+    # Report a configuration error or a schema that is behind here, once, with the CLI's
+    # formatting (SQLite is migrated in place), rather than from every worker.
+    _with_services(lambda services: ensure_schema(services.db))
     sys.stdout.flush()
     os.execv(sys.executable, [sys.executable, "-m", "chatmedia.server"])  # noqa: S606
 

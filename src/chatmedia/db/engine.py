@@ -36,9 +36,14 @@ _UNREACHABLE = (
 )
 
 
-def _describe(error: BaseException) -> str:
+def _translate(error: Exception) -> Exception:
+    """DatabaseUnavailable for a connection that failed or was lost mid-statement (the
+    driver then invalidates it); any other error is the caller's, unchanged."""
+    lost = isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated
+    if not (lost or isinstance(error, _UNREACHABLE)):
+        return error
     # The class name only: a driver's message can hold the connection URL.
-    return f"the database is unavailable ({type(error).__name__})"
+    return DatabaseUnavailable(f"the database is unavailable ({type(error).__name__})")
 
 
 class Database:
@@ -72,8 +77,8 @@ class Database:
         try:
             async with self.engine.connect() as conn:
                 yield conn
-        except _UNREACHABLE as e:
-            raise DatabaseUnavailable(_describe(e)) from e
+        except (*_UNREACHABLE, sa.exc.DBAPIError) as e:
+            raise _translate(e) from e
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -81,8 +86,8 @@ class Database:
         try:
             async with self._writer.begin() as conn:
                 yield conn
-        except _UNREACHABLE as e:
-            raise DatabaseUnavailable(_describe(e)) from e
+        except (*_UNREACHABLE, sa.exc.DBAPIError) as e:
+            raise _translate(e) from e
 
     @asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[bool]:
@@ -93,7 +98,7 @@ class Database:
             yield True
             return
         key = zlib.crc32(name.encode())
-        async with self.engine.connect() as conn:
+        async with self.read() as conn:
             held = bool(await conn.scalar(sa.select(sa.func.pg_try_advisory_lock(key))))
             await conn.commit()
             try:

@@ -72,7 +72,7 @@ async def ensure_schema(db: Database) -> None:
     any other database must be migrated with `chatmedia migrate` first."""
     if await current_revision(db) == SCHEMA_REVISION:
         return
-    if db.url.get_backend_name() == "sqlite":
+    if not db.is_postgresql:
         await upgrade(db)
         return
     raise SchemaBehind("the database schema is behind this version: run `chatmedia migrate`")

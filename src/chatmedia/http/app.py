@@ -24,7 +24,7 @@ from chatmedia.pipelines.events import prune_events
 from chatmedia.pipelines.files import sweep_expired
 from chatmedia.pipelines.keys import create_first_key
 from chatmedia.pipelines.webhooks import deliver_forever
-from chatmedia.services import Services, open_services
+from chatmedia.services import BACKEND_OUTAGES, Services, open_services
 
 log = logging.getLogger("chatmedia")
 
@@ -110,6 +110,8 @@ async def _housekeeping(services: Services, stopping: anyio.Event) -> None:
             async with services.db.exclusive("housekeeping") as mine:
                 if mine:
                     await _sweep(services)
+        except BACKEND_OUTAGES as e:
+            log.warning("housekeeping skipped (%s); trying again next interval", e)
         except Exception:
             log.exception("housekeeping failed; trying again next interval")
         with anyio.move_on_after(services.settings.retention_interval.total_seconds()):

@@ -26,7 +26,7 @@ from chatmedia.cursors import decode_cursor, encode_cursor
 from chatmedia.db.webhooks import Claimed, Delivery, Webhook, Webhooks
 from chatmedia.egress.urls import parse_source_url
 from chatmedia.errors import BadRequest, ChatMediaError, WebhookNotFound
-from chatmedia.services import Services
+from chatmedia.services import BACKEND_OUTAGES, Services
 from chatmedia.views import event_view
 
 log = logging.getLogger("chatmedia.webhooks")
@@ -122,6 +122,8 @@ async def deliver_forever(services: Services, stopping: anyio.Event) -> None:
                 try:
                     async with services.db.write() as conn:
                         claimed = await Webhooks(conn).claim_due(datetime.now(UTC), lease, free)
+                except BACKEND_OUTAGES as e:
+                    log.warning("could not claim webhook deliveries (%s); trying again", e)
                 except Exception:
                     log.exception("could not claim webhook deliveries; trying again")
             for item in claimed:
@@ -137,6 +139,8 @@ async def _attempt_and_release(
 ) -> None:
     try:
         await attempt_delivery(services, claimed)
+    except BACKEND_OUTAGES as e:  # its lease runs out and it is tried again
+        log.warning("could not record delivery %s (%s)", claimed.delivery.seq, e)
     except Exception:
         log.exception("webhook delivery %s failed unexpectedly", claimed.delivery.seq)
     finally:

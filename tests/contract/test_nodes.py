@@ -1,0 +1,98 @@
+"""What several nodes over one database rely on, run against every database: event ids
+commit in order, each delivery is claimed by one claimer at a time, exclusive work runs
+once, and (on PostgreSQL) every process is woken when any logs an event."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import anyio
+import pytest
+
+from chatmedia.db import Database
+from chatmedia.db.events import Events
+from chatmedia.db.listen import listen_for_events
+from chatmedia.db.webhooks import Webhook, Webhooks
+
+pytestmark = pytest.mark.anyio
+NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+
+async def test_a_later_append_waits_for_the_earlier_to_commit(database: Database) -> None:
+    """A reader that has seen id N must never later find a new id below N: the second
+    append cannot finish (and take its id) while the first is uncommitted."""
+    second_done = anyio.Event()
+    seqs: dict[str, int] = {}
+
+    async def second() -> None:
+        async with database.write() as conn:
+            seqs["second"] = (await Events(conn).append("t", "c", {}, NOW)).seq
+        second_done.set()
+
+    async with anyio.create_task_group() as tasks, database.write() as conn:
+        seqs["first"] = (await Events(conn).append("t", "c", {}, NOW)).seq
+        tasks.start_soon(second)
+        with anyio.move_on_after(0.5):
+            await second_done.wait()
+        assert not second_done.is_set()  # still waiting for our commit
+    assert seqs["second"] > seqs["first"]
+    async with database.read() as conn:
+        assert [e.seq for e in await Events(conn).after(0, None, 10)] == sorted(seqs.values())
+
+
+async def test_concurrent_claimers_never_share_a_delivery(database: Database) -> None:
+    async with database.write() as conn:
+        hook = Webhook("wh_1", "https://example.com/h", ("*",), "s" * 32, NOW)
+        await Webhooks(conn).create(hook)
+        for n in range(40):  # 40 queues of one delivery each: every one is a head
+            await Events(conn).append("message.created", f"c{n}", {"n": n}, NOW)
+    claimed: list[int] = []
+
+    async def claimer() -> None:
+        while True:
+            async with database.write() as conn:
+                batch = await Webhooks(conn).claim_due(
+                    NOW + timedelta(seconds=1), timedelta(minutes=1), limit=3
+                )
+            if not batch:
+                return
+            claimed.extend(c.delivery.seq for c in batch)
+
+    async with anyio.create_task_group() as tasks:
+        for _ in range(4):
+            tasks.start_soon(claimer)
+    assert len(claimed) == 40
+    assert len(set(claimed)) == 40
+
+
+async def test_exclusive_work_runs_on_one_holder(database: Database) -> None:
+    async with database.exclusive("sweep") as first:
+        assert first
+        async with database.exclusive("sweep") as second:
+            # PostgreSQL: another session cannot have it. SQLite serves one machine and
+            # serializes writers itself, so there every holder may go ahead.
+            assert second is not database.is_postgresql
+        async with database.exclusive("other") as other:
+            assert other
+    async with database.exclusive("sweep") as again:  # released at the end of the block
+        assert again
+
+
+async def test_listeners_are_woken_by_appends_elsewhere(database: Database) -> None:
+    stopping = anyio.Event()
+    wakes: list[int] = []
+    if not database.is_postgresql:
+        with anyio.fail_after(1):  # nothing to listen to: it returns at once
+            await listen_for_events(database, lambda: wakes.append(1), stopping)
+        return
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(listen_for_events, database, lambda: wakes.append(1), stopping)
+        with anyio.fail_after(5):
+            while not wakes:  # the wake-up that says "listening now: catch up"
+                await anyio.sleep(0.01)
+        async with database.write() as conn:
+            await Events(conn).append("message.created", "c1", {}, NOW)
+        with anyio.fail_after(5):
+            while len(wakes) < 2:
+                await anyio.sleep(0.01)
+        stopping.set()
