@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -13,15 +14,19 @@ from chatmedia.db.migrate import upgrade
 from chatmedia.services import Services, open_services
 from chatmedia.storage import BlobStore
 from chatmedia.storage.local import LocalBlobStore
+from chatmedia.storage.s3 import open_s3_store
 from tests.pgserver import PostgresServer, postgres
+from tests.s3server import S3Server, s3_server
 
-__all__ = ["postgres"]  # the session's server, for the fixtures below
+__all__ = ["postgres", "s3_server"]  # the session's servers, for the fixtures below
 
 
-@pytest.fixture(params=["local"])
+@pytest.fixture(params=["local", "s3"])
 def blob_store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
-    assert request.param == "local"
-    return LocalBlobStore(tmp_path / "blobs")
+    if request.param == "local":
+        return LocalBlobStore(tmp_path / "blobs")
+    server: S3Server = request.getfixturevalue("s3_server")
+    return open_s3_store(server.url(f"t-{secrets.token_hex(6)}"), {})  # a prefix per test
 
 
 def _database_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:

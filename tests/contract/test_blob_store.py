@@ -105,3 +105,14 @@ async def test_delete(blob_store: BlobStore) -> None:
     await blob_store.delete(staged.key)  # deleting a missing blob is fine
     with pytest.raises(BlobMissing):
         await blob_store.open_range(staged.key, 0, 1)
+
+
+async def test_a_blob_shorter_than_asked_is_missing(blob_store: BlobStore) -> None:
+    staged = await blob_store.put(stream(DATA))
+    await blob_store.promote(staged)
+    with pytest.raises(BlobMissing):  # found out while reading
+        await read(blob_store, staged.key, 0, len(DATA) + 10)
+    with pytest.raises(BlobMissing):  # found out before the first byte
+        await blob_store.open_range(staged.key, len(DATA) + 5, len(DATA) + 10)
+    with pytest.raises(BlobMissing):
+        await blob_store.open_range(hashlib.sha256(b"absent").hexdigest(), 0, 0)

@@ -10,7 +10,6 @@ import logging
 from collections.abc import Callable
 
 import anyio
-import asyncpg
 
 from chatmedia.db.engine import PG_CONNECT_TIMEOUT, Database
 from chatmedia.db.events import NOTIFY_CHANNEL
@@ -27,6 +26,8 @@ async def listen_for_events(db: Database, wake: Callable[[], None], stopping: an
     on SQLite, where the readers' own polling sees every process's events."""
     if not db.is_postgresql:
         return
+    import asyncpg  # here: 16 MiB that a SQLite deployment's workers need not carry
+
     dsn = db.url.set(drivername="postgresql").render_as_string(hide_password=False)
     failing = False
     while not stopping.is_set():
@@ -42,6 +43,8 @@ async def listen_for_events(db: Database, wake: Callable[[], None], stopping: an
 
 
 async def _listen(dsn: str, wake: Callable[[], None], stopping: anyio.Event) -> None:
+    import asyncpg
+
     conn = await asyncpg.connect(dsn, timeout=PG_CONNECT_TIMEOUT)
     try:
         await conn.add_listener(NOTIFY_CHANNEL, lambda *_: wake())

@@ -6,7 +6,18 @@ from chatmedia.storage.base import (
     BlobStat,
     BlobStore,
     LocalPaths,
+    Presigner,
     StagedBlob,
+    StoreUnavailable,
 )
 
-__all__ = ["CHUNK_SIZE", "BlobMissing", "BlobStat", "BlobStore", "LocalPaths", "StagedBlob"]
+__all__ = [
+    "CHUNK_SIZE",
+    "BlobMissing",
+    "BlobStat",
+    "BlobStore",
+    "LocalPaths",
+    "Presigner",
+    "StagedBlob",
+    "StoreUnavailable",
+]

@@ -8,7 +8,12 @@ already exists) while the caller holds the blob's database lock; `discard` drops
 
 Optional capabilities are separate protocols, checked once when the app is wired up:
 `LocalPaths` (a blob is a file on this machine, so the server can send it with
-`http.response.pathsend` without Python reading the bytes).
+`http.response.pathsend` without Python reading the bytes) and `Presigner` (the store can
+hand out a short-lived URL that a client fetches the bytes from directly).
+
+A store raises `BlobMissing` for a blob it does not have and `StoreUnavailable` when it
+could not be asked at all (a remote store that is down, slow or failing); callers answer
+the first as missing content and the second as a temporary outage.
 """
 
 from __future__ import annotations
@@ -25,6 +30,11 @@ CHUNK_SIZE = 256 * 1024
 
 class BlobMissing(Exception):
     """A blob the metadata refers to is not in the store."""
+
+
+class StoreUnavailable(Exception):
+    """The store did not answer: unreachable, timed out, or failing on its side (5xx). The
+    store's own error is chained as `__cause__`; retrying later may succeed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,4 +97,14 @@ class LocalPaths(Protocol):
 
     def local_path(self, key: str) -> Path:
         """The path of a stored blob."""
+        ...
+
+
+@runtime_checkable
+class Presigner(Protocol):
+    """A store that can sign URLs through which a client downloads a blob directly."""
+
+    async def presigned_url(self, key: str, expires: timedelta) -> str:
+        """A URL that answers GET with the bytes of blob `key` until `expires` from now. It
+        is a bearer credential for that blob: hand it only to whoever may read the blob."""
         ...
