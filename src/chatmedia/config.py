@@ -9,6 +9,7 @@ the effective values and where each came from.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -27,7 +28,8 @@ from chatmedia.egress.policy import (
     parse_ports,
 )
 from chatmedia.mediatypes import TypePolicy, parse_type_list
-from chatmedia.units import parse_duration, parse_size
+from chatmedia.storage.s3url import parse_s3_url
+from chatmedia.units import parse_bool, parse_duration, parse_size
 
 ENV_PREFIX = "CHATMEDIA_"
 CHANNELS_KEY = "channels"
@@ -47,6 +49,8 @@ class Settings:
     port: int
     public_url: str
     database_url: str
+    storage_url: str | None
+    s3_redirect_downloads: bool
     max_upload_size: int
     allowed_types: tuple[str, ...]
     blocked_types: tuple[str, ...]
@@ -156,6 +160,16 @@ def _database_url(text: str) -> str:
     return f"{driver}://{rest}"
 
 
+def _storage_url(text: str) -> str | None:
+    """Only the scheme here; the rest is read with the environment in `load_settings`."""
+    text = text.strip()
+    if text.lower() in ("", "local"):
+        return None
+    if not text.lower().startswith("s3://"):
+        raise ValueError("not an s3://BUCKET/PREFIX URL (or empty, for DATA_DIR/blobs)")
+    return text
+
+
 def _log_level(text: str) -> str:
     level = text.strip().lower()
     if level not in ("debug", "info", "warning", "error"):
@@ -185,6 +199,15 @@ FIELDS: dict[str, Field] = {
     ),
     "database_url": Field(
         _database_url, None, "Metadata database (default sqlite:///DATA_DIR/chatmedia.db).", True
+    ),
+    "storage_url": Field(
+        _storage_url,
+        "",
+        "Blob store: empty for DATA_DIR/blobs, or s3://BUCKET/PREFIX?endpoint=…&region=….",
+        True,
+    ),
+    "s3_redirect_downloads": Field(
+        parse_bool, "false", "Answer content requests with a 307 to a presigned S3 URL."
     ),
     "max_upload_size": Field(
         parse_size, "5MiB", "Largest file accepted: bytes, or with kB/MB/GB or KiB/MiB/GiB."
@@ -277,16 +300,30 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
             values[name] = FIELDS[name].parse(text)
         except ValueError as e:
             where = source.removeprefix("env ") if source.startswith("env ") else source
-            shown = hide_password(text) if FIELDS[name].secret else text
+            shown = hide_secrets(text) if FIELDS[name].secret else text
             raise ConfigError(f"{where} has value '{shown}': {e}") from None
     values.setdefault("public_url", f"http://{values['host']}:{values['port']}")
     values.setdefault(
         "database_url", "sqlite+aiosqlite:///" + str(values["data_dir"] / "chatmedia.db")
     )
+    _check_storage(values, env)
     path = _config_file(env, cwd or Path.cwd())
     table = _read_toml(path).get(CHANNELS_KEY, {}) if path else {}
     values["channels"] = _channels(table, path)
     return Settings(**values)
+
+
+def _check_storage(values: Mapping[str, Any], env: Mapping[str, str]) -> None:
+    url = values["storage_url"]
+    if url is not None:
+        try:
+            parse_s3_url(url, env)
+        except ValueError as e:
+            raise ConfigError(f"{ENV_PREFIX}STORAGE_URL is not usable: {e}") from None
+    elif values["s3_redirect_downloads"]:
+        raise ConfigError(
+            f"{ENV_PREFIX}S3_REDIRECT_DOWNLOADS needs an S3 store: set {ENV_PREFIX}STORAGE_URL"
+        )
 
 
 def _channels(table: Any, path: Path | None) -> Mapping[str, ChannelProfile]:
@@ -316,7 +353,7 @@ def describe(
             rows.append((ENV_PREFIX + "CHANNELS", shown, "config file"))
             continue
         secret = FIELDS[f.name].secret and value is not None
-        shown = hide_password(str(value)) if secret else _show(f.name, value)
+        shown = hide_secrets(str(value)) if secret else _show(f.name, value)
         rows.append((ENV_PREFIX + f.name.upper(), shown, sources.get(f.name, "derived")))
     return rows
 
@@ -336,10 +373,18 @@ def _show(name: str, value: object) -> str:
     return str(value)
 
 
-def hide_password(url: str) -> str:
-    """`url` with its password, if any, replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+# Query parameters of a URL setting whose values are secrets.
+_SECRET_PARAMETERS = re.compile(r"(?i)((?:secret|token|password)[a-z_]*=)[^&]*")
+
+
+def hide_secrets(url: str) -> str:
+    """`url` with its password and secret query values (a storage URL's secret key and
+    session token), if any, replaced by ***."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not even a URL: show nothing of it
+        return "***"
+    if password is not None:
+        url = url.replace(":" + password + "@", ":***@", 1)
+    return _SECRET_PARAMETERS.sub(r"\1***", url) if parts.query else url

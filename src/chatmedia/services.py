@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from chatmedia.bus import EventBus
@@ -9,11 +10,11 @@ from chatmedia.config import Settings
 from chatmedia.db import Database, DatabaseUnavailable
 from chatmedia.egress.fetcher import Fetcher, Resolver, system_resolver
 from chatmedia.egress.oauth import TokenCache
-from chatmedia.storage import BlobStore
+from chatmedia.storage import BlobStore, Presigner, StoreUnavailable
 from chatmedia.storage.local import LocalBlobStore
 
 # What a backend that does not answer raises (answered 503 backend_unavailable).
-BACKEND_OUTAGES: tuple[type[Exception], ...] = (DatabaseUnavailable,)
+BACKEND_OUTAGES: tuple[type[Exception], ...] = (DatabaseUnavailable, StoreUnavailable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,8 @@ class Services:
     fetcher: Fetcher
     tokens: TokenCache
     bus: EventBus
+    # Set when content requests are answered with a redirect to the store itself.
+    presigner: Presigner | None = None
 
     async def close(self) -> None:
         """Release the database connections."""
@@ -36,11 +39,22 @@ class Services:
 def open_services(settings: Settings, resolver: Resolver = system_resolver) -> Services:
     """Connect the backends the settings name (no I/O happens until first use)."""
     fetcher = Fetcher(settings.fetch_policy, resolver)
+    store = _open_store(settings)
+    redirect = store if settings.s3_redirect_downloads and isinstance(store, Presigner) else None
     return Services(
         settings=settings,
         db=Database(settings.database_url),
-        store=LocalBlobStore(settings.blob_dir),
+        store=store,
         fetcher=fetcher,
         tokens=TokenCache(fetcher),
         bus=EventBus(),
+        presigner=redirect,
     )
+
+
+def _open_store(settings: Settings) -> BlobStore:
+    if settings.storage_url is None:
+        return LocalBlobStore(settings.blob_dir)
+    from chatmedia.storage.s3 import open_s3_store  # obstore: only for an S3 store
+
+    return open_s3_store(settings.storage_url, os.environ)

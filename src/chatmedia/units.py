@@ -69,3 +69,14 @@ def format_size(size: int) -> str:
             return f"{int(value)} {unit}" if value.is_integer() else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def parse_bool(text: str) -> bool:
+    """true/false, 1/0 or yes/no, in any case."""
+    value = _BOOLEANS.get(text.strip().lower())
+    if value is None:
+        raise ValueError("not true or false")
+    return value

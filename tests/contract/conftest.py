@@ -1,4 +1,4 @@
-"""Backends the contract suites run against. Issue 6 adds S3 and PostgreSQL here."""
+"""Backends the contract suites run against: SQLite and local disk, PostgreSQL and S3."""
 
 from __future__ import annotations
 
@@ -45,12 +45,17 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
     await db.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite+local", "postgresql+s3"])
 async def services(
     request: pytest.FixtureRequest, tmp_path: Path, make_settings: Callable[..., Settings]
 ) -> AsyncIterator[Services]:
-    url = _database_url(request.param, request, tmp_path)
-    services = open_services(make_settings(max_upload_size="1MiB", database_url=url))
+    """The embedded default, and the scale-out pair."""
+    settings = {"max_upload_size": "1MiB"}
+    if request.param == "postgresql+s3":
+        settings["database_url"] = _database_url("postgresql", request, tmp_path)
+        s3: S3Server = request.getfixturevalue("s3_server")
+        settings["storage_url"] = s3.url(f"t-{secrets.token_hex(6)}")
+    services = open_services(make_settings(**settings))
     await upgrade(services.db)
     yield services
     await services.close()

@@ -27,14 +27,8 @@ from obstore.exceptions import PermissionDeniedError
 
 from chatmedia.storage import Presigner, StoreUnavailable
 from chatmedia.storage.local import LocalBlobStore
-from chatmedia.storage.s3 import (
-    MAX_CONCURRENCY,
-    PART_SIZE,
-    S3BlobStore,
-    S3Location,
-    open_s3_store,
-    parse_s3_url,
-)
+from chatmedia.storage.s3 import MAX_CONCURRENCY, PART_SIZE, S3BlobStore, open_s3_store
+from chatmedia.storage.s3url import S3Location, parse_s3_url
 from tests.contract.test_blob_store import read, stream
 from tests.s3server import S3Server
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from chatmedia.config import ConfigError, describe, hide_password, load_settings
+from chatmedia.config import ConfigError, describe, hide_secrets, load_settings
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -78,9 +78,33 @@ def test_describe_hides_secrets(tmp_path: Path) -> None:
     assert rows["CHATMEDIA_RETENTION_INTERVAL"][0] == "600s"
 
 
-def test_hide_password() -> None:
-    assert hide_password("postgresql://app:s3cret@db/x") == "postgresql://app:***@db/x"
-    assert hide_password("sqlite:///data/x.db") == "sqlite:///data/x.db"
+def test_hide_secrets() -> None:
+    assert hide_secrets("postgresql://app:s3cret@db/x") == "postgresql://app:***@db/x"
+    assert hide_secrets("sqlite:///data/x.db") == "sqlite:///data/x.db"
+    assert (
+        hide_secrets("s3://b/p?region=r&access_key_id=AK&secret_access_key=x/y+z&session_token=t")
+        == "s3://b/p?region=r&access_key_id=AK&secret_access_key=***&session_token=***"
+    )
+    assert hide_secrets("http://[::1") == "***"
+
+
+def test_storage_url_is_checked_at_start_and_its_secrets_stay_hidden(tmp_path: Path) -> None:
+    url = "s3://media/chat?endpoint=http://127.0.0.1:9000&access_key_id=AK&secret_access_key=SK1"
+    env = {"CHATMEDIA_STORAGE_URL": url, "CHATMEDIA_S3_REDIRECT_DOWNLOADS": "true"}
+    settings = load_settings(env, cwd=tmp_path)
+    assert settings.storage_url == url
+    assert settings.s3_redirect_downloads
+    shown = {key: value for key, value, _ in describe(settings, env)}
+    assert "SK1" not in shown["CHATMEDIA_STORAGE_URL"]
+    bad = {"CHATMEDIA_STORAGE_URL": url.replace("media", "Not_A_Bucket")}
+    with pytest.raises(ConfigError, match="CHATMEDIA_STORAGE_URL is not usable: bucket") as e:
+        load_settings(bad, cwd=tmp_path)
+    assert "SK1" not in str(e.value)
+    with pytest.raises(ConfigError, match="CHATMEDIA_STORAGE_URL has value 'ftp://x'"):
+        load_settings({"CHATMEDIA_STORAGE_URL": "ftp://x"}, cwd=tmp_path)
+    with pytest.raises(ConfigError, match="S3_REDIRECT_DOWNLOADS needs an S3 store"):
+        load_settings({"CHATMEDIA_S3_REDIRECT_DOWNLOADS": "yes"}, cwd=tmp_path)
+    assert load_settings({}, cwd=tmp_path).storage_url is None
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ headers that keep content passive in our origin."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from email.utils import format_datetime
 
 from starlette.requests import Request
@@ -14,15 +15,21 @@ from chatmedia.http.ranges import ByteRange, Validators, parse_range
 from chatmedia.mediatypes import is_passive
 from chatmedia.models import FileRecord
 from chatmedia.naming import content_disposition
-from chatmedia.storage import BlobStore, LocalPaths
+from chatmedia.storage import BlobStore, LocalPaths, Presigner
 
 # Content under one id never changes, but a deleted file must stop being served soon.
 CACHE_CONTROL = "private, max-age=3600"
+# How long a redirect to the store works: long enough to start a download, short enough
+# that a leaked URL soon stops working (a download under way continues past it).
+PRESIGNED_URL_TTL = timedelta(minutes=5)
 
 
-def content_response(request: Request, record: FileRecord, store: BlobStore) -> Response:
+async def content_response(
+    request: Request, record: FileRecord, store: BlobStore, presigner: Presigner | None
+) -> Response:
     """The response to GET or HEAD of a file's content (RFC 9110 §13, §14): the bytes of a
-    HOSTED file, a 307 to where an EXTERNAL file is."""
+    HOSTED file, a 307 to where an EXTERNAL file is. With a `presigner`, a HOSTED file
+    that the client does not already have is a 307 to a short-lived URL of the store."""
     if record.sha256 is None:
         assert record.url is not None
         return RedirectResponse(record.url, status_code=307)
@@ -37,6 +44,10 @@ def content_response(request: Request, record: FileRecord, store: BlobStore) -> 
     validators.check_preconditions(h.get("if-match"), h.get("if-unmodified-since"))
     if validators.not_modified(h.get("if-none-match"), h.get("if-modified-since")):
         return Response(status_code=304, headers=headers)
+    if presigner is not None:
+        # The store answers Range itself; the URL is a credential, so nobody may keep it.
+        url = await presigner.presigned_url(record.sha256, PRESIGNED_URL_TTL)
+        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
     inline = is_passive(record.content_type)
     headers |= {
         "Content-Type": record.content_type,

@@ -1,0 +1,217 @@
+"""Two `chatmedia serve` nodes over one PostgreSQL and one S3 store: every node serves
+every file, message and event; webhooks go out once each while both run; and a node
+killed mid-flight loses nothing."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import png_bytes
+from tests.e2e.conftest import Server
+from tests.pgserver import PostgresServer, postgres
+from tests.receivers import SseEvent, WebhookReceiver, sse_events
+from tests.s3server import S3Server, s3_server
+
+__all__ = ["postgres", "s3_server"]  # the session's servers, for the fixtures below
+pytestmark = pytest.mark.e2e
+SETTINGS = {
+    "webhook_retry_base": "0.2",
+    "webhook_timeout": "1",
+    "import_allow_networks": "127.0.0.1/32",  # the webhook receiver is on this machine
+    "import_ports": "1-65535",
+}
+BIG = secrets.token_bytes(3 * 1024 * 1024 + 17)  # several S3 parts' worth of reads
+
+
+@pytest.fixture
+def nodes(
+    postgres: PostgresServer, s3_server: S3Server, tmp_path: Path
+) -> Iterator[Callable[..., Server]]:
+    """Starts nodes over one fresh database and one fresh bucket prefix, behind one public
+    address (as behind a load balancer); keyword arguments are more settings."""
+    shared = {
+        "database_url": postgres.new_database(),
+        "storage_url": s3_server.url("nodes-" + secrets.token_hex(4)),
+        "public_url": "https://media.example.test",
+        "max_upload_size": "16MiB",
+    } | SETTINGS
+    started: list[Server] = []
+
+    def start(**settings: str) -> Server:
+        server = Server(tmp_path / f"node{len(started)}", **shared | settings)
+        server.root.mkdir()
+        if started:
+            server.key = started[0].key  # the first node made the first key
+        else:
+            server.cli("migrate")
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def test_files_uploaded_on_one_node_are_served_by_the_other(
+    nodes: Callable[..., Server],
+) -> None:
+    a, b = nodes(), nodes()
+    with a.client(headers=a.auth) as on_a, b.client(headers=b.auth) as on_b:
+        native = on_a.post(
+            "/v1/files", files={"file": ("big.bin", BIG)}, data={"conversationId": "c1"}
+        )
+        assert native.status_code == 201, native.text
+        compat = on_b.post(
+            "/file-engine/api/uploadFileStream",
+            files={"file": ("p.png", png_bytes())},
+            data={"conversationId": "c1"},
+        )
+        assert compat.status_code == 200, compat.text
+        file = native.json()
+        assert on_b.get(f"/v1/files/{file['id']}").json() == file
+        assert on_b.get(f"/v1/files/{file['id']}/content").content == BIG
+        part = on_b.get(f"/v1/files/{file['id']}/content", headers={"Range": "bytes=1000-1999"})
+        assert part.status_code == 206
+        assert part.content == BIG[1000:2000]
+        stat = on_a.get(
+            "/file-engine/api/getFileStat", params={"filename": compat.json()["name"]}
+        ).json()
+        assert stat["size"] == len(png_bytes())
+        # The same bytes through both nodes at once: each upload gets its file, the
+        # content is stored once, and stays until the last file using it is deleted.
+        with ThreadPoolExecutor(8) as pool:
+            again = list(pool.map(lambda n: upload((n % 2 and b) or a, BIG), range(8)))
+        assert {f["sha256"] for f in again} == {file["sha256"]}
+        for f in [file, *again[:-1]]:
+            assert on_a.delete(f"/v1/files/{f['id']}").status_code == 204
+        assert on_b.get(f"/v1/files/{again[-1]['id']}/content").content == BIG
+        assert on_b.delete(f"/v1/files/{again[-1]['id']}").status_code == 204
+        assert on_a.get(f"/v1/files/{file['id']}/content").status_code == 404
+        assert on_b.get("/readyz").json() == {"status": "ok"}
+
+
+def test_a_stream_on_one_node_sees_messages_posted_on_the_other(
+    nodes: Callable[..., Server],
+) -> None:
+    a, b = nodes(), nodes()
+    seen: list[SseEvent] = []
+    listening = threading.Event()
+
+    def follow() -> None:
+        with (
+            httpx.Client(base_url=b.url, headers=b.auth, timeout=30) as client,
+            client.stream("GET", "/v1/conversations/live/events") as response,
+        ):
+            listening.set()
+            for event in sse_events(response):
+                seen.append(event)
+                if len(seen) == 20:
+                    return
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    assert listening.wait(10)
+    time.sleep(0.3)  # the stream is registered before the first post
+    with a.client(headers=a.auth) as on_a:
+        posted = [
+            on_a.post("/v1/conversations/live/messages", json={"body": f"m{n}"}).json()
+            for n in range(20)
+        ]
+    reader.join(20)
+    assert [e.data["data"]["id"] for e in seen] == [m["id"] for m in posted]
+
+
+def test_webhooks_go_out_once_while_both_run_and_nothing_is_lost_to_a_kill(
+    nodes: Callable[..., Server],
+) -> None:
+    a, b = nodes(), nodes()
+    secret = "whsec_nodes_" + "x" * 24
+    with (
+        WebhookReceiver() as receiver,
+        a.client(headers=a.auth) as on_a,
+        b.client(headers=b.auth) as on_b,
+    ):
+        hook = on_a.post("/v1/webhooks", json={"url": receiver.url, "secret": secret})
+        assert hook.status_code == 201, hook.text
+        posted = [
+            (on_a, on_b)[n % 2]
+            .post(f"/v1/conversations/c{n % 5}/messages", json={"body": f"m{n}"})
+            .json()
+            for n in range(60)
+        ]
+        wait_for(lambda: len(receiver.acknowledged()) >= 60, "deliveries")
+        time.sleep(1)  # time for any duplicate to show up
+        once = [json.loads(r.body)["data"]["id"] for r in receiver.acknowledged()]
+        assert sorted(once) == sorted(m["id"] for m in posted)  # each exactly once
+        # Now a node dies mid-flight, with uploads and messages acknowledged by it.
+        receiver.mode = "fail"
+        acknowledged = [
+            on_a.post("/v1/conversations/k/messages", json={"body": f"k{n}"}).json()
+            for n in range(10)
+        ]
+        stored = on_a.post("/v1/files", files={"file": ("k.bin", BIG)}).json()
+        time.sleep(0.5)  # attempts under way on both nodes
+        a.kill()
+        receiver.mode = "ok"
+        acknowledged += [
+            on_b.post("/v1/conversations/k/messages", json={"body": f"k{n}"}).json()
+            for n in range(10, 15)
+        ]
+        listed = on_b.get("/v1/conversations/k/messages", params={"limit": 100}).json()
+        assert {m["id"] for m in listed["items"]} == {m["id"] for m in acknowledged}
+        assert on_b.get(f"/v1/files/{stored['id']}/content").content == BIG
+        wanted = {m["id"] for m in posted + acknowledged} | {stored["id"]}
+        wait_for(
+            lambda: wanted <= {json.loads(r.body)["data"]["id"] for r in receiver.acknowledged()},
+            "deliveries after the kill",
+        )
+
+
+def test_downloads_can_redirect_to_the_store(nodes: Callable[..., Server]) -> None:
+    node = nodes(s3_redirect_downloads="true")
+    with node.client(headers=node.auth) as client:
+        file = client.post("/v1/files", files={"file": ("big.bin", BIG)}).json()
+        for path in (
+            f"/v1/files/{file['id']}/content",
+            f"/file-engine/api/downloadFileStream?filename={file['storedName']}",
+        ):
+            answer = client.get(path)
+            assert answer.status_code == 307
+            assert answer.headers["cache-control"] == "no-store"
+            target = answer.headers["location"]
+            assert target.startswith(s3_endpoint(node))
+            assert httpx.get(target).content == BIG
+            part = httpx.get(target, headers={"Range": "bytes=5-9"})
+            assert (part.status_code, part.content) == (206, BIG[5:10])
+        # A client that has it already gets 304 without a trip to the store.
+        etag = {"If-None-Match": f'"{file["sha256"]}"'}
+        assert client.get(f"/v1/files/{file['id']}/content", headers=etag).status_code == 304
+
+
+def s3_endpoint(node: Server) -> str:
+    return node.env["CHATMEDIA_STORAGE_URL"].split("endpoint=")[1].split("&")[0]
+
+
+def upload(node: Server, data: bytes) -> dict[str, str]:
+    with node.client(headers=node.auth) as client:
+        answer = client.post("/v1/files", files={"file": ("same.bin", data)})
+    assert answer.status_code == 201, answer.text
+    file: dict[str, str] = answer.json()
+    return file
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
