@@ -49,13 +49,16 @@ def _command() -> list[str]:
     return [node, str(_S3RVER.resolve())]
 
 
-def start_s3rver(root: Path, bucket: str = "chatmedia") -> tuple[subprocess.Popen[bytes], S3Server]:
-    """Start s3rver on a port of its choosing (-p 0) and wait until it answers."""
+def start_s3rver(
+    root: Path, bucket: str = "chatmedia", port: int = 0
+) -> tuple[subprocess.Popen[bytes], S3Server]:
+    """Start s3rver (on a port of its choosing unless given) and wait until it answers."""
+    root.mkdir(parents=True, exist_ok=True)
     log = root / "s3rver.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [*_command(), "--directory", str(root / "data"), "--address", "127.0.0.1",
-             "--port", "0", "--silent", "--configure-bucket", bucket],
+             "--port", str(port), "--silent", "--configure-bucket", bucket],
             stdout=out, stderr=subprocess.STDOUT,
         )  # fmt: skip
     deadline = time.monotonic() + 30
@@ -69,11 +72,11 @@ def start_s3rver(root: Path, bucket: str = "chatmedia") -> tuple[subprocess.Pope
                 break
             return process, server
         time.sleep(0.05)
-    _stop(process)
+    stop_s3rver(process)
     pytest.fail(f"s3rver did not start: {log.read_text(errors='replace')[-2000:]}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_s3rver(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     try:
         process.wait(timeout=10)
@@ -91,6 +94,6 @@ def s3_server() -> Iterator[S3Server]:
         try:
             yield server
         finally:
-            _stop(process)
+            stop_s3rver(process)
     finally:
         shutil.rmtree(root, ignore_errors=True)

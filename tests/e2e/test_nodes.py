@@ -19,7 +19,7 @@ from tests.conftest import png_bytes
 from tests.e2e.conftest import Server
 from tests.pgserver import PostgresServer, postgres
 from tests.receivers import SseEvent, WebhookReceiver, sse_events
-from tests.s3server import S3Server, s3_server
+from tests.s3server import S3Server, s3_server, start_s3rver, stop_s3rver
 
 __all__ = ["postgres", "s3_server"]  # the session's servers, for the fixtures below
 pytestmark = pytest.mark.e2e
@@ -196,6 +196,48 @@ def test_downloads_can_redirect_to_the_store(nodes: Callable[..., Server]) -> No
         # A client that has it already gets 304 without a trip to the store.
         etag = {"If-None-Match": f'"{file["sha256"]}"'}
         assert client.get(f"/v1/files/{file['id']}/content", headers=etag).status_code == 304
+
+
+def test_a_store_outage_is_503_quickly_and_the_node_recovers(
+    postgres: PostgresServer, tmp_path: Path
+) -> None:
+    process, s3 = start_s3rver(tmp_path / "s3")  # a store of this test's own, to stop
+    node = Server(
+        tmp_path / "node", database_url=postgres.new_database(), storage_url=s3.url("outage")
+    )
+    node.root.mkdir()
+    node.cli("migrate")
+    node.start()
+    try:
+        with node.client(headers=node.auth) as client:
+            file = client.post("/v1/files", files={"file": ("a.png", png_bytes())}).json()
+            stop_s3rver(process)
+            try:
+                for method, path in [
+                    ("GET", "/readyz"),
+                    ("GET", f"/v1/files/{file['id']}/content"),
+                    ("POST", "/v1/files"),
+                ]:
+                    files = {"file": ("b.png", png_bytes(8, 8))} if method == "POST" else None
+                    started = time.monotonic()
+                    answer = client.request(method, path, files=files)
+                    assert time.monotonic() - started < 10, path
+                    assert answer.status_code == 503, (path, answer.text)
+                    assert answer.json()["error"]["code"] == "backend_unavailable"
+                    assert "S3RVER" not in answer.text  # no credential in an error
+                # What needs only the database still works.
+                assert client.get(f"/v1/files/{file['id']}").status_code == 200
+            finally:
+                process, _ = start_s3rver(tmp_path / "s3", port=int(s3.endpoint.split(":")[-1]))
+            wait_for(lambda: client.get("/readyz").status_code == 200, "recovery", 15)
+            assert client.get(f"/v1/files/{file['id']}/content").content == png_bytes()
+            listed = client.get("/v1/files").json()["items"]
+            assert [f["id"] for f in listed] == [file["id"]]  # the refused upload left no row
+    finally:
+        node.stop()
+        stop_s3rver(process)
+    assert "Traceback" not in node.log.read_text()
+    assert "S3RVER" not in node.log.read_text()
 
 
 def s3_endpoint(node: Server) -> str:

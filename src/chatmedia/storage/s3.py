@@ -244,16 +244,19 @@ class _Upload:
             await asyncio.wait([self._in_flight])
             if not self._in_flight.cancelled():
                 self._in_flight.exception()  # seen: do not log it as never retrieved
-        try:
-            await self._writer.__aexit__(type(exc), exc, exc.__traceback__)
-        except Exception:
-            log.warning("could not abort the upload to %s", self._path, exc_info=True)
-        if self._completing:  # completing failed or was cancelled, perhaps after it took
+        # Failures here are logged in one line: the store is most likely down (the
+        # caller's error says so), and each upload under way would repeat a traceback.
+        if not self._completing:  # once closing began, the writer cannot abort any more
+            try:
+                await self._writer.__aexit__(type(exc), exc, exc.__traceback__)
+            except Exception as e:
+                log.warning("could not abort the upload to %s (%s)", self._path, type(e).__name__)
+        else:  # completing failed or was cancelled, perhaps after it took
             try:
                 with _store_errors("deleting a staged blob"):
                     await obstore.delete_async(self._store, self._path)
-            except Exception:
-                log.warning("could not delete the staged blob %s", self._path, exc_info=True)
+            except Exception as e:
+                log.warning("could not delete the staged blob %s (%s)", self._path, e)
 
     async def _settle(self) -> None:
         if self._in_flight is not None:
