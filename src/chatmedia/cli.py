@@ -94,6 +94,10 @@ def serve(
     # Report a configuration error or a schema that is behind here, once, with the CLI's
     # formatting (SQLite is migrated in place), rather than from every worker.
     _with_services(lambda services: ensure_schema(services.db))
+    # glibc makes a malloc arena per thread that allocates (up to 8 per core): the hashing
+    # and file threads would each keep one. Two keep the workers 3-5 MiB smaller after
+    # bursts of concurrent uploads (docs/benchmarks.md), and 2 cores contend little.
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
     sys.stdout.flush()
     os.execv(sys.executable, [sys.executable, "-m", "chatmedia.server"])  # noqa: S606
 

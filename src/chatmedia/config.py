@@ -57,6 +57,7 @@ class Settings:
     retention: timedelta | None
     retention_interval: timedelta
     workers: int
+    io_threads: int
     log_level: str
     import_allow_networks: tuple[IPNetwork, ...]
     import_allow_hosts: tuple[str, ...]
@@ -221,6 +222,7 @@ FIELDS: dict[str, Field] = {
     "retention": Field(_retention, "forever", "Delete files older than this (e.g. 30d)."),
     "retention_interval": Field(_interval, "10m", "How often the retention sweeper runs."),
     "workers": Field(_positive_int, "1", "Server worker processes."),
+    "io_threads": Field(_positive_int, "2", "Network I/O threads per worker process."),
     "log_level": Field(_log_level, "info", "debug, info, warning or error."),
     "import_allow_networks": Field(
         parse_networks, "", "CIDRs imports may reach although private (e.g. 10.1.0.0/16)."

@@ -41,6 +41,9 @@ def main() -> None:
         port=settings.port,
         interface=Interfaces.ASGI,
         workers=settings.workers,
+        # Rust threads per worker for the network I/O: a second one keeps several large
+        # downloads (sent by granian from the file) from queueing behind each other.
+        runtime_threads=settings.io_threads,
         log_level=LogLevels(settings.log_level),
         # A worker stopped while still starting up may miss SIGTERM; without a timeout the
         # main process would wait for it forever.

@@ -18,14 +18,20 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 import anyio
-import httpx
 
 from chatmedia.egress.policy import FetchPolicy, IPAddress
 from chatmedia.egress.urls import SourceUrl
 from chatmedia.errors import DestinationNotAllowed, SourceError, SourceTimeout
 from chatmedia.storage import CHUNK_SIZE
+
+if TYPE_CHECKING:
+    # Imported where it is used: a worker that never imports a URL need not carry httpx
+    # (about 6 MiB).
+    import httpx
 
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 USER_AGENT = "chatmedia"
@@ -70,6 +76,8 @@ class SourceResponse:
         raises SourceError if it breaks off or is shorter than announced, SourceTimeout
         if it stalls."""
         encoding = self.headers.get("content-encoding", "identity").strip().lower()
+        import httpx
+
         if encoding not in ("identity", "gzip", "x-gzip", "deflate"):
             raise SourceError(f"the source sent an unsupported content encoding: {encoding}")
         decoder = zlib.decompressobj(32 + zlib.MAX_WBITS) if encoding != "identity" else None
@@ -100,7 +108,11 @@ class Fetcher:
     def __init__(self, policy: FetchPolicy, resolver: Resolver = system_resolver) -> None:
         self.policy = policy
         self._resolver = resolver
-        self._tls = ssl.create_default_context()
+
+    @cached_property
+    def _tls(self) -> ssl.SSLContext:
+        # Made on first use: loading the CA bundle costs memory a worker may never need.
+        return ssl.create_default_context()
 
     @asynccontextmanager
     async def get(
@@ -141,6 +153,8 @@ class Fetcher:
     ) -> tuple[int, bytes]:
         """POST a form or raw content, following no redirect; the status and at most
         MAX_ANSWER bytes of the answer. Raises like `get`."""
+        import httpx
+
         async with self._client() as client:
             response = await self._send(client, "POST", target, headers, form, content)
             answer = bytearray()
@@ -158,6 +172,8 @@ class Fetcher:
             return response.status_code, bytes(answer)
 
     def _client(self) -> httpx.AsyncClient:
+        import httpx
+
         policy = self.policy
         timeout = httpx.Timeout(
             connect=policy.connect_timeout, read=policy.read_timeout, write=policy.read_timeout,
@@ -182,6 +198,8 @@ class Fetcher:
         form: Mapping[str, str] | None = None,
         content: bytes | None = None,
     ) -> httpx.Response:
+        import httpx
+
         target, extensions = await self.destination(url)
         request = client.build_request(
             method,

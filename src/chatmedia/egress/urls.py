@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-
-import httpx
+from typing import TYPE_CHECKING
 
 from chatmedia.egress.policy import IPAddress, normalize_host
 from chatmedia.errors import InvalidSourceUrl
+
+if TYPE_CHECKING:
+    import httpx  # imported where it is used, as in chatmedia.egress.fetcher
 
 MAX_URL_LENGTH = 8192
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -49,6 +51,8 @@ class SourceUrl:
 
     def join(self, location: str) -> SourceUrl:
         """The URL a redirect's Location names, read by the same rules."""
+        import httpx
+
         try:
             joined = str(self.url.join(location))
         except httpx.InvalidURL:
@@ -62,6 +66,8 @@ def parse_source_url(text: str) -> SourceUrl:
         raise InvalidSourceUrl("the source URL must be an absolute http(s) URL")
     if any(c == "\\" or c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in text):
         raise InvalidSourceUrl("the source URL has a backslash, a space or a control character")
+    import httpx
+
     try:
         url = httpx.URL(text)
         host = normalize_host(url.raw_host.decode("ascii"))
