@@ -152,11 +152,16 @@ def chatmedia_executable() -> Path:
 
 @contextmanager
 def running_server(
-    workdir: Path, max_upload: str, workers: int | None = None, source: Path | None = None
+    workdir: Path,
+    max_upload: str,
+    workers: int | None = None,
+    source: Path | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> Iterator[Server]:
     """Start `chatmedia serve` on a fresh data folder under `workdir` and stop it on the way
     out, whatever happens. `workers` sets CHATMEDIA_WORKERS (default: the server's own);
-    `source` is a folder whose `chatmedia` package is run instead of the checkout's."""
+    `source` is a folder whose `chatmedia` package is run instead of the checkout's;
+    `settings` are more CHATMEDIA_* variables (with a database URL, it is migrated first)."""
     port = free_port()
     # The settings are the benchmark's: none of the caller's CHATMEDIA_* variables leak in.
     inherited = {k: v for k, v in os.environ.items() if not k.startswith("CHATMEDIA_")}
@@ -175,6 +180,10 @@ def running_server(
         # Absolute: the server runs in `workdir`, where a relative path would find nothing
         # (and Python would quietly import the checkout's code instead).
         env["PYTHONPATH"] = str(source.resolve())
+    env |= settings or {}
+    if "CHATMEDIA_DATABASE_URL" in env:
+        migrate = [str(chatmedia_executable()), "migrate"]
+        subprocess.run(migrate, cwd=workdir, env=env, check=True, capture_output=True)
     log_path = workdir / "server.log"
     process = start_process([str(chatmedia_executable()), "serve"], workdir, env, log_path)
     try:

@@ -191,16 +191,28 @@ class Chatmedia:
             raise RuntimeError(f"chatmedia: delete answered {response.status}")
 
     def stored_count(self) -> int:
-        """Rows in the files table."""
-        return _sqlite_count(self.data_dir / "chatmedia.db", "files")
+        """Files the API lists (whatever the database)."""
+        count, cursor = 0, ""
+        while True:
+            target = "/v1/files?limit=1000" + (f"&cursor={quote(cursor)}" if cursor else "")
+            response = request(self.address, "GET", target, self.upload_auth)
+            page = response.json()
+            count += len(page["items"])
+            cursor = page["nextCursor"]
+            if not cursor:
+                return count
 
 
 @contextmanager
 def chatmedia(
-    workdir: Path, workers: int | None, source: Path | None = None
+    workdir: Path,
+    workers: int | None,
+    source: Path | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> Iterator[Chatmedia]:
-    """A `chatmedia serve` with a 1 GiB upload limit (running `source`'s code when given)."""
-    with running_server(workdir, MAX_UPLOAD, workers, source) as server:
+    """A `chatmedia serve` with a 1 GiB upload limit (running `source`'s code when given;
+    `settings` are more CHATMEDIA_* variables, such as the backends')."""
+    with running_server(workdir, MAX_UPLOAD, workers, source, settings) as server:
         port = int(server.base_url.rsplit(":", 1)[1])
         yield Chatmedia(server.process.pid, server.data_dir, ("127.0.0.1", port), server.key)
 

@@ -36,6 +36,7 @@ import profile_worker
 import report
 import tools
 import workloads as w
+from backends import BACKENDS, backend_settings
 from common import (
     MIB,
     console,
@@ -72,6 +73,12 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--peers", default="chatmedia,nginx,synapse", help="peers to start")
     parser.add_argument("--chatmedia-workers", type=int, default=None, help="CHATMEDIA_WORKERS")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=BACKENDS[0],
+        help="chatmedia's database and blob store (sqlite-local; postgresql-s3 starts both)",
+    )
     parser.add_argument(
         "--wait-load",
         type=float,
@@ -282,6 +289,7 @@ def main() -> None:
             | {
                 "runs": args.runs,
                 "chatmedia_workers": args.chatmedia_workers,
+                "chatmedia_backend": args.backend,
                 "synapse_info_logs": args.synapse_info_logs,
             },
             "units": {"throughput": "MB/s, 1 MB = 10^6 bytes", "memory": "MiB", "latency": "ms"},
@@ -309,7 +317,8 @@ def start_peers(
     """Start chatmedia (its idle memory read before anything else runs), then nginx and
     Synapse; each is stopped when `stack` closes. chatmedia comes first in the list, then
     the same server seen through its key-less file-engine URL."""
-    cm = stack.enter_context(peers.chatmedia(workdir, args.chatmedia_workers, source))
+    backend = stack.enter_context(backend_settings(args.backend, workdir))
+    cm = stack.enter_context(peers.chatmedia(workdir, args.chatmedia_workers, source, backend))
     time.sleep(0.5)  # start-up allocations settle before the worker counts as idle
     memory["chatmedia"] = {
         "idle_start": idle_memory(cm),

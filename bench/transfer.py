@@ -43,6 +43,7 @@ from typing import Any
 import httpx
 from rich.table import Table
 
+from backends import BACKENDS, backend_settings
 from common import (
     MB,
     MIB,
@@ -309,7 +310,7 @@ def write_json(results: Results, source: dict[str, Any], workdir: Path, command:
 
 
 def parse_args() -> argparse.Namespace:
-    """--size-mib, --runs, --tmp-dir and --at-commit."""
+    """--size-mib, --runs, --tmp-dir, --at-commit and --backend."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-mib", type=int, default=256, help="file size (default 256)")
     parser.add_argument("--runs", type=int, default=3, help="timed runs (default 3)")
@@ -321,6 +322,12 @@ def parse_args() -> argparse.Namespace:
         metavar="REV",
         default=None,
         help="measure src/ of this commit (exported to bench/work/), not the checkout's",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=BACKENDS[0],
+        help="the database and blob store (sqlite-local; postgresql-s3 starts both)",
     )
     args = parser.parse_args()
     if args.size_mib < 1 or args.runs < 1:
@@ -342,12 +349,15 @@ def main() -> None:
         code = source_state()  # before the server starts: that is the code it runs
     with tempfile.TemporaryDirectory(prefix="chatmedia-bench-", dir=args.tmp_dir) as tmp:
         workdir = Path(tmp)
-        source = workdir / "payload.bin"
+        payload = workdir / "payload.bin"
         console.print(f"creating {args.size_mib} MiB of random bytes in {workdir}")
-        create_random_file(source, args.size_mib * MIB)
-        with running_server(workdir, max_upload, source=source) as server:
+        create_random_file(payload, args.size_mib * MIB)
+        with (
+            backend_settings(args.backend, workdir) as backend,
+            running_server(workdir, max_upload, source=source, settings=backend) as server,
+        ):
             console.print(f"server up at {server.base_url} (pid {server.process.pid})")
-            results = run_transfers(server, source, args.runs)
+            results = run_transfers(server, payload, args.runs)
             results.log_warnings = suspicious_lines(server.log_path)
         saved = write_json(results, code, workdir, [Path(sys.executable).name, *sys.argv])
     console.print(summary_table(results))
