@@ -105,6 +105,7 @@ def test_a_stream_on_one_node_sees_messages_posted_on_the_other(
 ) -> None:
     a, b = nodes(), nodes()
     seen: list[SseEvent] = []
+    arrived: list[float] = []
     listening = threading.Event()
 
     def follow() -> None:
@@ -115,6 +116,7 @@ def test_a_stream_on_one_node_sees_messages_posted_on_the_other(
             listening.set()
             for event in sse_events(response):
                 seen.append(event)
+                arrived.append(time.monotonic())
                 if len(seen) == 20:
                     return
 
@@ -122,13 +124,17 @@ def test_a_stream_on_one_node_sees_messages_posted_on_the_other(
     reader.start()
     assert listening.wait(10)
     time.sleep(0.3)  # the stream is registered before the first post
+    posted, sent = [], []
     with a.client(headers=a.auth) as on_a:
-        posted = [
-            on_a.post("/v1/conversations/live/messages", json={"body": f"m{n}"}).json()
-            for n in range(20)
-        ]
+        for n in range(20):
+            sent.append(time.monotonic())
+            posted.append(on_a.post("/v1/conversations/live/messages", json={"body": f"m{n}"}))
+            time.sleep(0.05)
     reader.join(20)
-    assert [e.data["data"]["id"] for e in seen] == [m["id"] for m in posted]
+    assert [e.data["data"]["id"] for e in seen] == [m.json()["id"] for m in posted]
+    # Woken by NOTIFY, not found by the 1 s poll (which alone would make this ~0.5 s).
+    delays = sorted(t - s for t, s in zip(arrived, sent, strict=True))
+    assert delays[len(delays) // 2] < 0.25, delays
 
 
 def test_webhooks_go_out_once_while_both_run_and_nothing_is_lost_to_a_kill(
