@@ -1,27 +1,69 @@
-"""The database handle: an async engine with read and write transactions."""
+"""The database handle: read and write transactions, on SQLite through synchronous
+connections (chatmedia.db.sqlite), on PostgreSQL through an async engine."""
 
 from __future__ import annotations
 
 import socket
 import zlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy import event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, CursorResult, Dialect, ScalarResult, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql.base import Executable
+
+from chatmedia.db import sqlite
 
 # Seconds to wait for a PostgreSQL connection, and for any one statement, before the
 # request that needs it is answered 503 rather than left hanging.
 PG_CONNECT_TIMEOUT = 5
 PG_STATEMENT_TIMEOUT = 30
 
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
 
 class DatabaseUnavailable(Exception):
     """The database cannot be reached, or did not answer in time."""
+
+
+class Conn(Protocol):
+    """What `Database.read()` and `write()` give, and what the repositories use of it: the
+    async methods of SQLAlchemy's `AsyncConnection` (which PostgreSQL's transactions are),
+    also served by `chatmedia.db.sqlite.SyncConnection`."""
+
+    @property
+    def dialect(self) -> Dialect:
+        """The connection's dialect."""
+        ...
+
+    async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
+        """Run a statement."""
+        ...
+
+    async def exec_driver_sql(self, statement: str, parameters: Any = None) -> CursorResult[Any]:
+        """Run SQL text as the driver takes it."""
+        ...
+
+    async def scalar(self, statement: Executable, parameters: Any = None) -> Any:
+        """The first column of the first row."""
+        ...
+
+    async def scalars(self, statement: Executable, parameters: Any = None) -> ScalarResult[Any]:
+        """The first column of every row."""
+        ...
+
+    async def run_sync(
+        self, fn: Callable[Concatenate[Connection, _P], _T], *args: _P.args, **kwargs: _P.kwargs
+    ) -> _T:
+        """`fn(connection, …)` with a synchronous connection."""
+        ...
+
+    def begin_nested(self) -> AbstractAsyncContextManager[object]:
+        """A savepoint: the block's statements are undone if it raises."""
+        ...
 
 
 # What a lost, refused or stalled database connection raises: the driver's socket errors
@@ -36,10 +78,20 @@ _UNREACHABLE = (
 )
 
 
+# SQLSTATE of a server that drops or refuses connections: class 08 (connection exception),
+# and 57P (shutting down, starting up: "cannot connect now"), which asyncpg raises at
+# connect as a plain DBAPIError.
+_UNAVAILABLE_SQLSTATES = ("08", "57P")
+
+
 def _translate(error: Exception) -> Exception:
-    """DatabaseUnavailable for a connection that failed or was lost mid-statement (the
-    driver then invalidates it); any other error is the caller's, unchanged."""
-    lost = isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated
+    """DatabaseUnavailable for a connection that failed, was refused by a server shutting
+    down or starting up, or was lost mid-statement (the driver then invalidates it); any
+    other error is the caller's, unchanged."""
+    lost = isinstance(error, sa.exc.DBAPIError) and (
+        error.connection_invalidated
+        or str(getattr(error.orig, "sqlstate", "") or "").startswith(_UNAVAILABLE_SQLSTATES)
+    )
     if not (lost or isinstance(error, _UNREACHABLE)):
         return error
     # The class name only: a driver's message can hold the connection URL.
@@ -47,16 +99,18 @@ def _translate(error: Exception) -> Exception:
 
 
 class Database:
-    """Owns the engine. `read()` opens a connection for queries; `write()` a transaction
-    that, on SQLite, takes the write lock up front (BEGIN IMMEDIATE) so that the checks a
-    workflow makes inside it stay true until it commits. On PostgreSQL, rows are locked
-    where a workflow needs it (SELECT … FOR UPDATE)."""
+    """Owns the connections. `read()` opens a transaction for queries; `write()` one that,
+    on SQLite, takes the write lock up front (the process's, then BEGIN IMMEDIATE) so that
+    the checks a workflow makes inside it stay true until it commits. On PostgreSQL, rows
+    are locked where a workflow needs it (SELECT … FOR UPDATE)."""
 
     def __init__(self, url: str) -> None:
         self.url = make_url(url)
         self.is_postgresql = self.url.get_backend_name() == "postgresql"
+        self._engine: AsyncEngine | None = None
+        self._sqlite: sqlite.SqliteConnections | None = None
         if self.is_postgresql:
-            self.engine: AsyncEngine = create_async_engine(
+            self._engine = create_async_engine(
                 self.url,
                 # A server restart leaves dead pooled connections: test before use.
                 pool_pre_ping=True,
@@ -66,26 +120,42 @@ class Database:
                     "command_timeout": PG_STATEMENT_TIMEOUT,
                 },
             )
+            self._pg_writer = self._engine.execution_options(chatmedia_write=True)
         else:
-            self.engine = create_async_engine(self.url)
-            _prepare_sqlite(self.engine, self.url.database)
-        self._writer = self.engine.execution_options(chatmedia_write=True)
+            self._sqlite = sqlite.SqliteConnections(self.url)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The async engine. On SQLite nothing of chatmedia's uses it (transactions run on
+        synchronous connections) and it is made on first use, with the same PRAGMAs."""
+        if self._engine is None:
+            self._engine = create_async_engine(self.url)
+            sqlite.prepare(self._engine.sync_engine, self.url.database)
+        return self._engine
 
     @asynccontextmanager
-    async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reads (autobegins a transaction, rolled back on exit)."""
+    async def read(self) -> AsyncIterator[Conn]:
+        """A connection for reads (in a transaction, rolled back on exit)."""
         try:
-            async with self.engine.connect() as conn:
-                yield conn
+            if self._sqlite is not None:
+                async with self._sqlite.read() as conn:
+                    yield conn
+            else:
+                async with self.engine.connect() as async_conn:
+                    yield async_conn
         except (*_UNREACHABLE, sa.exc.DBAPIError) as e:
             raise _translate(e) from e
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
+    async def write(self) -> AsyncIterator[Conn]:
         """A write transaction, committed on normal exit and rolled back on error."""
         try:
-            async with self._writer.begin() as conn:
-                yield conn
+            if self._sqlite is not None:
+                async with self._sqlite.write() as conn:
+                    yield conn
+            else:
+                async with self._pg_writer.begin() as async_conn:
+                    yield async_conn
         except (*_UNREACHABLE, sa.exc.DBAPIError) as e:
             raise _translate(e) from e
 
@@ -98,7 +168,7 @@ class Database:
             yield True
             return
         key = zlib.crc32(name.encode())
-        async with self.read() as conn:
+        async with self._pg_session() as conn:
             held = bool(await conn.scalar(sa.select(sa.func.pg_try_advisory_lock(key))))
             await conn.commit()
             try:
@@ -108,28 +178,17 @@ class Database:
                     await conn.scalar(sa.select(sa.func.pg_advisory_unlock(key)))
                     await conn.commit()
 
+    @asynccontextmanager
+    async def _pg_session(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.connect() as conn:
+                yield conn
+        except (*_UNREACHABLE, sa.exc.DBAPIError) as e:
+            raise _translate(e) from e
+
     async def close(self) -> None:
-        """Close every pooled connection."""
-        await self.engine.dispose()
-
-
-def _prepare_sqlite(engine: AsyncEngine, database: str | None) -> None:
-    if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-
-    @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy's "begin" event emit BEGIN rather than the driver (SQLAlchemy's
-        # documented recipe for SQLite transactions).
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=FULL")  # a commit is on disk before we answer
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(connection: Connection) -> None:
-        write = connection.get_execution_options().get("chatmedia_write", False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        """Close every connection."""
+        if self._sqlite is not None:
+            await self._sqlite.close()
+        if self._engine is not None:
+            await self._engine.dispose()

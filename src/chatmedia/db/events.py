@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from chatmedia.db.engine import Conn
 from chatmedia.db.schema import deliveries, events, webhooks
 from chatmedia.models import Event
 
@@ -17,12 +17,13 @@ ALL_EVENTS = "*"
 # that makes events commit in id order.
 NOTIFY_CHANNEL = "chatmedia_events"
 _APPEND_LOCK = 0x63686D65  # "chme"
+_HOOKS = sa.select(webhooks.c.id, webhooks.c.events)
 
 
 class Events:
     """Queries over `events` (and the deliveries each event fans out to)."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Conn) -> None:
         self._conn = conn
 
     async def append(
@@ -46,9 +47,9 @@ class Events:
             "data": dict(data),
             "created_at": now,
         }
-        result = await self._conn.execute(events.insert().values(values))
+        result = await self._conn.execute(events.insert(), values)
         seq = int(result.inserted_primary_key[0])  # type: ignore[index]
-        hooks = await self._conn.execute(sa.select(webhooks.c.id, webhooks.c.events))
+        hooks = await self._conn.execute(_HOOKS)
         rows = [
             {
                 "webhook_id": hook.id,

@@ -15,8 +15,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from chatmedia.db.engine import Conn
 from chatmedia.db.schema import idempotency_keys as keys_table
 
 
@@ -38,7 +38,7 @@ class IdempotencyRecord:
 class IdempotencyKeys:
     """Queries over `idempotency_keys` on one connection (and so one transaction)."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Conn) -> None:
         self._conn = conn
 
     async def get(self, scope: str, key: str) -> IdempotencyRecord | None:

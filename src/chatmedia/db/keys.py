@@ -9,12 +9,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from chatmedia.db.engine import Conn
 from chatmedia.db.schema import api_keys
 from chatmedia.models import ApiKey
 
 KEY_PREFIX = "cm_"
+# The lookup of every request, built once (see chatmedia.db.files).
+_ACTIVE_BY_HASH = sa.select(api_keys).where(
+    api_keys.c.key_hash == sa.bindparam("key_hash"), api_keys.c.revoked_at.is_(None)
+)
 
 
 def hash_key(secret: str) -> str:
@@ -25,7 +29,7 @@ def hash_key(secret: str) -> str:
 class Keys:
     """Queries over `api_keys` on one connection."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Conn) -> None:
         self._conn = conn
 
     async def create(self, name: str) -> tuple[ApiKey, str]:
@@ -76,10 +80,7 @@ class Keys:
 
     async def authenticate(self, secret: str) -> ApiKey | None:
         """The active key with this secret, or None."""
-        query = sa.select(api_keys).where(
-            api_keys.c.key_hash == hash_key(secret), api_keys.c.revoked_at.is_(None)
-        )
-        row = (await self._conn.execute(query)).first()
+        row = (await self._conn.execute(_ACTIVE_BY_HASH, {"key_hash": hash_key(secret)})).first()
         return _key(row) if row else None
 
 

@@ -6,8 +6,8 @@ from dataclasses import fields
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from chatmedia.db.engine import Conn
 from chatmedia.db.pages import newest_first
 from chatmedia.db.schema import messages
 from chatmedia.models import MessageRecord
@@ -19,7 +19,7 @@ _FIELDS = tuple(f.name for f in fields(MessageRecord))
 class Messages:
     """Queries over `messages` on one connection."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Conn) -> None:
         self._conn = conn
 
     async def insert(self, message: MessageRecord) -> None:
@@ -27,7 +27,7 @@ class Messages:
         values = {name: getattr(message, name) for name in _FIELDS}
         values["properties"] = dict(message.properties)
         values["sender"] = dict(message.sender)
-        await self._conn.execute(messages.insert().values(values))
+        await self._conn.execute(messages.insert(), values)
 
     async def get(self, conversation_id: str, message_id: str) -> MessageRecord | None:
         """A message of a conversation."""

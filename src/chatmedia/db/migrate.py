@@ -1,4 +1,4 @@
-"""Applying and checking the Alembic migrations, on the app's own async engine.
+"""Applying and checking the Alembic migrations, on the app's own connections.
 
 Alembic is imported only to migrate: every server worker checks the schema at start, and
 importing Alembic (with Mako) there would cost each worker about 10 MiB for nothing.

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+
+from chatmedia.db.engine import Conn
 
 
 async def newest_first(
-    conn: AsyncConnection,
+    conn: Conn,
     query: sa.Select[Any],
     seq: sa.ColumnElement[int],
     limit: int,

@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from chatmedia.db.engine import Conn
 from chatmedia.db.pages import newest_first
 from chatmedia.db.schema import deliveries, events, webhooks
 from chatmedia.models import Event
@@ -55,7 +55,7 @@ class Claimed:
 class Webhooks:
     """Queries over `webhooks` and `deliveries` on one connection."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: Conn) -> None:
         self._conn = conn
 
     async def create(self, hook: Webhook) -> None:

@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
+from chatmedia.db.engine import Conn
 from chatmedia.db.files import Files
 from chatmedia.egress.urls import parse_source_url
 from chatmedia.errors import BadRequest, UnsupportedMediaType
@@ -41,9 +40,7 @@ async def create_external_file(services: Services, info: ExternalInfo) -> FileRe
     return record
 
 
-async def add_external_file(
-    conn: AsyncConnection, services: Services, info: ExternalInfo
-) -> FileRecord:
+async def add_external_file(conn: Conn, services: Services, info: ExternalInfo) -> FileRecord:
     """In the caller's write transaction: check a reference, add it, log `file.created`.
     Its type must be a valid MIME type the type policy allows (the declared type: there are
     no bytes to look at); its size from 0 to 2**63-1."""

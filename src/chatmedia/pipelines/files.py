@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from chatmedia.cursors import decode_cursor, encode_cursor
+from chatmedia.db.engine import Conn
 from chatmedia.db.files import Files
 from chatmedia.errors import FileNotFound
 from chatmedia.models import FileRecord, Page
@@ -63,7 +62,7 @@ async def delete_file(services: Services, file_id: str) -> FileRecord:
     return record
 
 
-async def remove_file(conn: AsyncConnection, services: Services, record: FileRecord) -> None:
+async def remove_file(conn: Conn, services: Services, record: FileRecord) -> None:
     """In the caller's write transaction: remove a file's row, log `file.deleted`, and
     release its blob, removing the bytes while holding the blob's lock."""
     files = Files(conn)

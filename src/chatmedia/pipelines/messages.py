@@ -11,9 +11,8 @@ from datetime import UTC, datetime
 from typing import Any, get_args
 from urllib.parse import parse_qs, urlsplit
 
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from chatmedia.cursors import decode_cursor, encode_cursor
+from chatmedia.db.engine import Conn
 from chatmedia.db.events import Events
 from chatmedia.db.files import Files
 from chatmedia.db.messages import Messages
@@ -134,7 +133,7 @@ async def delete_message(
 
 
 async def _attached_file(
-    conn: AsyncConnection, services: Services, conversation_id: str, attachment: Attachment | None
+    conn: Conn, services: Services, conversation_id: str, attachment: Attachment | None
 ) -> FileRecord | None:
     if attachment is None:
         return None
@@ -157,7 +156,7 @@ async def _attached_file(
 
 
 async def _stored_file(
-    conn: AsyncConnection, file_id: str | None = None, stored_name: str | None = None
+    conn: Conn, file_id: str | None = None, stored_name: str | None = None
 ) -> FileRecord:
     files = Files(conn)
     file = (
@@ -186,7 +185,7 @@ def own_file_reference(public_url: str, url: str) -> dict[str, str] | None:
 
 
 async def _add_message(
-    conn: AsyncConnection, services: Services, draft: MessageDraft, file: FileRecord | None
+    conn: Conn, services: Services, draft: MessageDraft, file: FileRecord | None
 ) -> MessageRecord:
     message = MessageRecord(
         id=secrets.token_urlsafe(16),

@@ -12,9 +12,9 @@ from typing import Any
 
 import anyio
 from anyio import to_thread
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from chatmedia import mediatypes
+from chatmedia.db.engine import Conn
 from chatmedia.db.events import Events
 from chatmedia.db.files import Files
 from chatmedia.errors import FileTooLarge, UnsupportedMediaType
@@ -68,7 +68,7 @@ async def staged_upload(
 
 
 async def add_hosted_file(
-    conn: AsyncConnection, services: Services, upload: StagedUpload, info: UploadInfo
+    conn: Conn, services: Services, upload: StagedUpload, info: UploadInfo
 ) -> FileRecord:
     """In the caller's write transaction: add the file's row, log `file.created`, and make
     its blob visible, holding the blob's lock (see chatmedia.pipelines.files)."""
@@ -116,7 +116,7 @@ async def store_file(
 
 
 async def log_file_event(
-    conn: AsyncConnection, services: Services, kind: str, record: FileRecord, now: datetime
+    conn: Conn, services: Services, kind: str, record: FileRecord, now: datetime
 ) -> None:
     """Log `file.created` or `file.deleted` in the caller's transaction."""
     data = file_view(record, services.settings.public_url)
