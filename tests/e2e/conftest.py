@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.conftest import png_bytes
+
 CHATMEDIA = str(Path(sys.executable).with_name("chatmedia"))
 START_TIMEOUT = 30.0
 
@@ -126,6 +128,20 @@ class Server:
 
     def stored_blobs(self) -> list[Path]:
         return [p for p in (self.data_dir / "blobs").rglob("*") if p.is_file()]
+
+
+def assert_unavailable(client: httpx.Client, requests: list[tuple[str, str]], secret: str) -> None:
+    """Each (method, path) is answered 503 backend_unavailable within 10 s, without `secret`
+    in the answer; a POST carries an upload."""
+    for method, path in requests:
+        files = {"file": ("b.png", png_bytes(8, 8))} if method == "POST" else None
+        started = time.monotonic()
+        answer = client.request(method, path, files=files)
+        assert time.monotonic() - started < 10, path
+        assert answer.status_code == 503, (path, answer.text)
+        assert answer.json()["error"]["code"] == "backend_unavailable"
+        assert answer.headers["retry-after"] == "1"
+        assert secret not in answer.text
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ the first as missing content and the second as a temporary outage.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -26,6 +26,22 @@ from typing import Protocol, runtime_checkable
 
 # The one size for reading and writing blob bytes.
 CHUNK_SIZE = 256 * 1024
+
+
+async def in_pieces(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    """`chunks` regrouped into pieces of at least CHUNK_SIZE bytes (the last may be short;
+    none is empty), so that a client's tiny chunks do not each cost a thread hop or a call
+    into a store's client."""
+    pending: list[bytes] = []
+    pending_size = 0
+    async for chunk in chunks:
+        pending.append(chunk)
+        pending_size += len(chunk)
+        if pending_size >= CHUNK_SIZE:
+            yield b"".join(pending)
+            pending, pending_size = [], 0
+    if pending:
+        yield b"".join(pending)
 
 
 class BlobMissing(Exception):

@@ -10,7 +10,7 @@ import os
 import re
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 from datetime import timedelta
 from pathlib import Path
 from typing import BinaryIO
@@ -18,7 +18,7 @@ from typing import BinaryIO
 import anyio
 from anyio import to_thread
 
-from chatmedia.storage.base import CHUNK_SIZE, BlobMissing, BlobStat, StagedBlob
+from chatmedia.storage.base import CHUNK_SIZE, BlobMissing, BlobStat, StagedBlob, in_pieces
 
 _KEY = re.compile(r"[0-9a-f]{64}")
 _TOKEN = re.compile(r"[0-9a-f]{32}")
@@ -49,7 +49,7 @@ class LocalBlobStore:
         path = self._staged_path(token)
         writer = _Writer(await to_thread.run_sync(_create, path))
         try:
-            async for piece in _pieces(chunks):
+            async for piece in in_pieces(chunks):
                 await writer.write(piece)
             await writer.finish()
         except BaseException:
@@ -108,19 +108,6 @@ class LocalBlobStore:
                 Path(entry.path).unlink(missing_ok=True)
                 dropped += 1
         return dropped
-
-
-async def _pieces(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    """`chunks` regrouped into pieces of at least CHUNK_SIZE bytes (the last may be short)."""
-    pending: list[bytes] = []
-    pending_size = 0
-    async for chunk in chunks:
-        pending.append(chunk)
-        pending_size += len(chunk)
-        if pending_size >= CHUNK_SIZE:
-            yield b"".join(pending)
-            pending, pending_size = [], 0
-    yield b"".join(pending)
 
 
 class _Writer:

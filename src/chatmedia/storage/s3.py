@@ -32,7 +32,7 @@ import hashlib
 import logging
 import re
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -48,6 +48,7 @@ from chatmedia.storage.base import (
     BlobStat,
     StagedBlob,
     StoreUnavailable,
+    in_pieces,
 )
 from chatmedia.storage.s3url import S3Location, parse_s3_url
 
@@ -120,7 +121,7 @@ class S3BlobStore:
         token = secrets.token_hex(16)
         upload = _Upload(self._store, _staged_path(token))
         try:
-            async for piece in _pieces(chunks):
+            async for piece in in_pieces(chunks):
                 await upload.write(piece)
             await upload.finish()
         except BaseException as exc:
@@ -264,21 +265,6 @@ class _Upload:
             with _store_errors("uploading"):
                 await asyncio.shield(self._in_flight)
             self._in_flight = None
-
-
-async def _pieces(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    """`chunks` regrouped into pieces of at least CHUNK_SIZE bytes (the last may be short), so
-    that tiny client chunks do not each cost a thread hop and a call into obstore."""
-    pending: list[bytes] = []
-    pending_size = 0
-    async for chunk in chunks:
-        pending.append(chunk)
-        pending_size += len(chunk)
-        if pending_size >= CHUNK_SIZE:
-            yield b"".join(pending)
-            pending, pending_size = [], 0
-    if pending:
-        yield b"".join(pending)
 
 
 async def _chunks_of(result: GetResult, length: int) -> AsyncGenerator[bytes, None]:
