@@ -143,8 +143,8 @@ def _interval(text: str) -> timedelta:
 
 # Database URL schemes, and the SQLAlchemy driver each one is served by.
 _DATABASE_DRIVERS = {
-    "sqlite": "sqlite+aiosqlite",
-    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "sqlite": "sqlite",
+    "sqlite+aiosqlite": "sqlite",  # as written by earlier versions
     "postgresql": "postgresql+asyncpg",
     "postgres": "postgresql+asyncpg",
     "postgresql+asyncpg": "postgresql+asyncpg",
@@ -305,9 +305,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
             shown = hide_secrets(text) if FIELDS[name].secret else text
             raise ConfigError(f"{where} has value '{shown}': {e}") from None
     values.setdefault("public_url", f"http://{values['host']}:{values['port']}")
-    values.setdefault(
-        "database_url", "sqlite+aiosqlite:///" + str(values["data_dir"] / "chatmedia.db")
-    )
+    values.setdefault("database_url", "sqlite:///" + str(values["data_dir"] / "chatmedia.db"))
     _check_storage(values, env)
     path = _config_file(env, cwd or Path.cwd())
     table = _read_toml(path).get(CHANNELS_KEY, {}) if path else {}

@@ -15,7 +15,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.public_url == "http://127.0.0.1:8080"
     assert settings.retention is None
     assert settings.allowed_types == ()
-    assert settings.database_url.startswith("sqlite+aiosqlite:///")
+    assert settings.database_url.startswith("sqlite:///")
 
 
 def test_environment_values(tmp_path: Path) -> None:
@@ -110,7 +110,8 @@ def test_storage_url_is_checked_at_start_and_its_secrets_stay_hidden(tmp_path: P
 @pytest.mark.parametrize(
     ("given", "effective"),
     [
-        ("sqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("sqlite:///x.db", "sqlite:///x.db"),
+        ("sqlite+aiosqlite:///x.db", "sqlite:///x.db"),
         ("postgresql://app@db/chat", "postgresql+asyncpg://app@db/chat"),
         ("postgres://app:pw@db:5433/chat", "postgresql+asyncpg://app:pw@db:5433/chat"),
         ("postgresql+asyncpg://app@db/chat", "postgresql+asyncpg://app@db/chat"),

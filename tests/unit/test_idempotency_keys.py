@@ -26,7 +26,7 @@ DAY = timedelta(hours=24)
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'meta.db'}")
+    database = Database(f"sqlite:///{tmp_path / 'meta.db'}")
     await upgrade(database)
     yield database
     await database.close()

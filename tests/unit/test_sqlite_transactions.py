@@ -22,7 +22,7 @@ pytestmark = pytest.mark.anyio
 
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'meta.db'}")
+    database = Database(f"sqlite:///{tmp_path / 'meta.db'}")
     await upgrade(database)
     yield database
     await database.close()
@@ -109,7 +109,7 @@ async def test_a_writer_of_another_process_makes_it_a_503_too(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sqlite, "BUSY_SECONDS", 0.2)  # the busy timeout of new connections
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'meta.db'}")
+    db = Database(f"sqlite:///{tmp_path / 'meta.db'}")
     await upgrade(db)
     other = sqlite3.connect(tmp_path / "meta.db", isolation_level=None)
     try:

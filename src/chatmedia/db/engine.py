@@ -7,14 +7,18 @@ import socket
 import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, CursorResult, Dialect, ScalarResult, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.base import Executable
 
 from chatmedia.db import sqlite
+
+if TYPE_CHECKING:
+    # Imported for PostgreSQL only: SQLite runs on synchronous connections, and a worker
+    # that never uses the asyncio extension (and greenlet) need not carry it.
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 # Seconds to wait for a PostgreSQL connection, and for any one statement, before the
 # request that needs it is answered 503 rather than left hanging.
@@ -110,6 +114,8 @@ class Database:
         self._engine: AsyncEngine | None = None
         self._sqlite: sqlite.SqliteConnections | None = None
         if self.is_postgresql:
+            from sqlalchemy.ext.asyncio import create_async_engine
+
             self._engine = create_async_engine(
                 self.url,
                 # A server restart leaves dead pooled connections: test before use.
@@ -124,15 +130,6 @@ class Database:
         else:
             self._sqlite = sqlite.SqliteConnections(self.url)
 
-    @property
-    def engine(self) -> AsyncEngine:
-        """The async engine. On SQLite nothing of chatmedia's uses it (transactions run on
-        synchronous connections) and it is made on first use, with the same PRAGMAs."""
-        if self._engine is None:
-            self._engine = create_async_engine(self.url)
-            sqlite.prepare(self._engine.sync_engine, self.url.database)
-        return self._engine
-
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Conn]:
         """A connection for reads (in a transaction, rolled back on exit)."""
@@ -141,7 +138,8 @@ class Database:
                 async with self._sqlite.read() as conn:
                     yield conn
             else:
-                async with self.engine.connect() as async_conn:
+                assert self._engine is not None
+                async with self._engine.connect() as async_conn:
                     yield async_conn
         except (*_UNREACHABLE, sa.exc.DBAPIError) as e:
             raise _translate(e) from e
@@ -180,8 +178,9 @@ class Database:
 
     @asynccontextmanager
     async def _pg_session(self) -> AsyncIterator[AsyncConnection]:
+        assert self._engine is not None
         try:
-            async with self.engine.connect() as conn:
+            async with self._engine.connect() as conn:
                 yield conn
         except (*_UNREACHABLE, sa.exc.DBAPIError) as e:
             raise _translate(e) from e
