@@ -1,14 +1,19 @@
 """What only the local backend promises: where blobs live on disk."""
 
 import hashlib
+import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+from anyio import to_thread
 
 from chatmedia.storage.local import LocalBlobStore
 from tests.contract.test_blob_store import stream
 
 pytestmark = pytest.mark.anyio
+T = TypeVar("T")
 
 
 async def test_blobs_are_sharded_by_hash(tmp_path: Path) -> None:
@@ -25,3 +30,33 @@ async def test_blobs_are_sharded_by_hash(tmp_path: Path) -> None:
 def test_paths_come_only_from_hashes(tmp_path: Path, key: str) -> None:
     with pytest.raises(ValueError, match="not a blob key"):
         LocalBlobStore(tmp_path).local_path(key)
+
+
+async def test_short_reads_come_from_the_page_cache_without_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalBlobStore(tmp_path)
+    data = os.urandom(300_000)
+    staged = await store.put(stream(data))
+    await store.promote(staged)
+    hops = []
+    run_sync = to_thread.run_sync
+
+    async def counted(func: Callable[..., T], *args: object) -> T:
+        hops.append(func)
+        return await run_sync(func, *args)
+
+    monkeypatch.setattr(to_thread, "run_sync", counted)
+
+    async def read(start: int, end: int) -> bytes:
+        return b"".join([chunk async for chunk in await store.open_range(staged.key, start, end)])
+
+    # The blob was fsynced, so its pages are clean and the kernel drops them when asked.
+    fd = os.open(store.local_path(staged.key), os.O_RDONLY)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+    assert await read(100_000, 165_536) == data[100_000:165_536]
+    assert len(hops) == 1  # from the disk: in a thread, not on the event loop
+    assert await read(100_000, 165_536) == data[100_000:165_536]
+    assert await read(100_001, 100_002) == data[100_001:100_002]
+    assert len(hops) == 1  # cached now: read inline

@@ -278,10 +278,20 @@ def test_openapi_and_docs(api: Api) -> None:
 def test_metrics_count_traffic(api: Api) -> None:
     file = api.upload(PNG)
     api.client.get(f"/v1/files/{file['id']}/content", headers=api.auth)
+    api.client.get(f"/v1/files/{file['id']}/content")
+    api.client.head("/file-engine/api/downloadFileStream", params={"filename": file["storedName"]})
     text = api.client.get("/metrics").text
     assert 'chatmedia_http_requests_total{method="POST",route="/v1/files",status="201"} 1.0' in text
+    # Downloads are answered outside FastAPI's router (http/shortcut.py), labelled alike.
+    for method, route, status in (
+        ("GET", "/v1/files/{file_id}/content", 200),
+        ("GET", "/v1/files/{file_id}/content", 401),
+        ("HEAD", "/file-engine/api/downloadFileStream", 200),
+    ):
+        labels = f'method="{method}",route="{route}",status="{status}"'
+        assert f"chatmedia_http_requests_total{{{labels}}} 1.0" in text
     assert 'chatmedia_upload_duration_seconds_count{status="201"} 1.0' in text
-    assert 'chatmedia_download_duration_seconds_count{status="200"} 1.0' in text
+    assert 'chatmedia_download_duration_seconds_count{status="200"} 2.0' in text
     sent = next(
         line for line in text.splitlines() if line.startswith("chatmedia_http_sent_bytes_total")
     )

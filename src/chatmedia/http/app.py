@@ -20,6 +20,7 @@ from chatmedia.http.metrics import Metrics, MetricsMiddleware
 from chatmedia.http.responses import install_error_handlers
 from chatmedia.http.routes import compat, conversations, files, system, webhooks
 from chatmedia.http.security import SecurityHeadersMiddleware
+from chatmedia.http.shortcut import DownloadShortcut
 from chatmedia.pipelines.events import prune_events
 from chatmedia.pipelines.files import sweep_expired
 from chatmedia.pipelines.keys import create_first_key
@@ -82,17 +83,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = services
     app.state.metrics = metrics
     install_error_handlers(app)
-    # Added first, so innermost: metrics count replays; routing stays inside it.
-    app.add_middleware(IdempotencyMiddleware, services=services, routes=IDEMPOTENT_ROUTES)
-    app.add_middleware(
-        MetricsMiddleware, metrics=metrics, uploads=UPLOAD_ROUTES, downloads=DOWNLOAD_ROUTES
-    )
-    app.add_middleware(SecurityHeadersMiddleware)
     app.include_router(files.router)
     app.include_router(conversations.router)
     app.include_router(webhooks.router)
     app.include_router(compat.router)
     app.include_router(system.router)
+    # Added first, so innermost: metrics count replays; routing stays inside it.
+    app.add_middleware(IdempotencyMiddleware, services=services, routes=IDEMPOTENT_ROUTES)
+    app.add_middleware(DownloadShortcut, services=services)
+    app.add_middleware(
+        MetricsMiddleware, metrics=metrics, uploads=UPLOAD_ROUTES, downloads=DOWNLOAD_ROUTES
+    )
+    app.add_middleware(SecurityHeadersMiddleware)
     return app
 
 

@@ -116,8 +116,13 @@ class BlobResponse(Response):
         chunks = await self._store.open_range(self._key, self._range.start, self._range.end)
         try:
             await send(start)
+            # Each chunk is sent once the next is read, so the last one ends the body: a
+            # send costs a round through the server, and most ranges are one chunk.
+            last = b""
             async for chunk in chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
+                if last:
+                    await send({"type": "http.response.body", "body": last, "more_body": True})
+                last = chunk
+            await send({"type": "http.response.body", "body": last})
         finally:
             await chunks.aclose()

@@ -27,11 +27,17 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-async def _chatmedia_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ChatMediaError)
-    if exc.status >= 500:
+def render_error(exc: Exception) -> JSONResponse:
+    """The answer to one of our errors, or to a backend outage (BACKEND_OUTAGES)."""
+    if not isinstance(exc, ChatMediaError):
+        exc = unavailable(exc)
+    elif exc.status >= 500:
         log.error("%s: %s", exc.code, exc.message)
     return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+
+async def _our_error(_request: Request, exc: Exception) -> JSONResponse:
+    return render_error(exc)
 
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -54,11 +60,6 @@ async def _client_disconnect(_request: Request, _exc: Exception) -> Response:
     return Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
-async def _backend_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-    error = unavailable(exc)
-    return error_response(error.status, error.code, error.message, error.headers)
-
-
 def unavailable(exc: Exception) -> BackendUnavailable:
     """The 503 for a database or store that does not answer, logged without a traceback:
     an outage is expected to end, and every request meanwhile would repeat it."""
@@ -75,10 +76,10 @@ def install_error_handlers(app: FastAPI) -> None:
     """Render every error as JSON: ours by their code, FastAPI's validation errors as 400,
     routing errors by status, a client that hung up as 499, a backend outage as 503, and
     anything unexpected as a logged 500 without internals."""
-    app.add_exception_handler(ChatMediaError, _chatmedia_error)
+    app.add_exception_handler(ChatMediaError, _our_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ClientDisconnect, _client_disconnect)
     for outage in BACKEND_OUTAGES:
-        app.add_exception_handler(outage, _backend_unavailable)
+        app.add_exception_handler(outage, _our_error)
     app.add_exception_handler(Exception, _unexpected_error)

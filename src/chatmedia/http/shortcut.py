@@ -1,0 +1,91 @@
+"""Downloads, answered without FastAPI's routing and dependency resolution.
+
+Fetching a file's content is most of what a chat media server is asked, and for a small
+file FastAPI's machinery costs more than the work itself: the routing, the dependency
+resolution and the middleware between them took about as long as authenticating, looking
+the file up and reading it (docs/benchmarks.md, "Downloads skip FastAPI"). This middleware
+recognises the two content routes by their path and calls the very endpoint functions
+FastAPI would, with the same key check; a request it does not fully recognise (another
+route, a missing query parameter) goes on to the app, so both ways answer alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Match, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chatmedia.errors import ChatMediaError
+from chatmedia.http.deps import require_key
+from chatmedia.http.responses import render_error
+from chatmedia.http.routes import compat, files
+from chatmedia.services import BACKEND_OUTAGES, Services
+
+_HANDLED: tuple[type[Exception], ...] = (ChatMediaError, *BACKEND_OUTAGES)
+
+Answer = Callable[[Request, Services], Awaitable[Response | None]]
+
+
+class DownloadShortcut:
+    """GET and HEAD of `/v1/files/{file_id}/content` and of the file-engine's
+    `downloadFileStream`, straight to their endpoints; everything else to `app`."""
+
+    def __init__(self, app: ASGIApp, services: Services) -> None:
+        self.app = app
+        self.services = services
+        # Matched as the app's router would, and put in the scope as it would (metrics
+        # label requests by the route's template).
+        self.routes = (
+            Route("/v1/files/{file_id}/content", _native, methods=["GET", "HEAD"]),
+            Route("/file-engine/api/downloadFileStream", _file_engine, methods=["GET", "HEAD"]),
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for route in self.routes:
+                matched, child_scope = route.matches(scope)
+                if matched is Match.FULL:
+                    # As FastAPI's router does: metrics label requests by scope["route"].
+                    scope.update(child_scope, route=route)
+                    if await self._answer(route, scope, receive, send):
+                        return
+                    break
+        await self.app(scope, receive, send)
+
+    async def _answer(self, route: Route, scope: Scope, receive: Receive, send: Send) -> bool:
+        """Answer the request; False, having sent nothing, to leave it to the app."""
+        answer: Answer = route.endpoint
+        started = False
+
+        async def send_once_started(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            response = await answer(Request(scope, receive), self.services)
+            if response is None:
+                return False
+            # A response may still fail before it starts (the store refusing to open).
+            await response(scope, receive, send_once_started)
+        except _HANDLED as exc:
+            if started:
+                raise
+            await render_error(exc)(scope, receive, send)
+        return True
+
+
+async def _native(request: Request, services: Services) -> Response:
+    await require_key(request)
+    return await files.get_content(request.path_params["file_id"], request, services)
+
+
+async def _file_engine(request: Request, services: Services) -> Response | None:
+    filename = QueryParams(request.scope["query_string"]).get("filename")
+    if not filename:
+        return None  # the app answers the missing parameter
+    return await compat.download_file_stream(request, services, filename)
