@@ -9,6 +9,7 @@ from typing import TypeVar
 import pytest
 from anyio import to_thread
 
+from chatmedia.storage import local
 from chatmedia.storage.local import LocalBlobStore
 from tests.contract.test_blob_store import stream
 
@@ -60,3 +61,24 @@ async def test_short_reads_come_from_the_page_cache_without_a_thread(
     assert await read(100_000, 165_536) == data[100_000:165_536]
     assert await read(100_001, 100_002) == data[100_001:100_002]
     assert len(hops) == 1  # cached now: read inline
+
+
+async def test_a_large_upload_is_flushed_to_disk_while_it_arrives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(local._Writer, "FLUSH_EVERY", 1024 * 1024)
+    flushes: list[int] = []
+    fdatasync = os.fdatasync
+
+    def counted(fd: int) -> None:
+        flushes.append(fd)
+        fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counted)
+    data = os.urandom(5 * 1024 * 1024)
+    store = LocalBlobStore(tmp_path)
+    staged = await store.put(stream(data, 64 * 1024))
+    assert staged.sha256 == hashlib.sha256(data).hexdigest()
+    assert flushes  # before the final fsync, which writes what is left
+    await store.promote(staged)
+    assert store.local_path(staged.key).read_bytes() == data
