@@ -33,21 +33,41 @@ def test_paths_come_only_from_hashes(tmp_path: Path, key: str) -> None:
         LocalBlobStore(tmp_path).local_path(key)
 
 
+@pytest.fixture
+def hops(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The functions run in worker threads (through anyio) while the test runs."""
+    called: list[object] = []
+    run_sync = to_thread.run_sync
+
+    async def counted(func: Callable[..., T], *args: object) -> T:
+        called.append(func)
+        return await run_sync(func, *args)
+
+    monkeypatch.setattr(to_thread, "run_sync", counted)
+    return called
+
+
+async def test_a_small_upload_is_stored_in_one_thread_call(
+    tmp_path: Path, hops: list[object]
+) -> None:
+    store = LocalBlobStore(tmp_path)
+    data = os.urandom(100_000)
+    staged = await store.put(stream(data))
+    assert len(hops) == 1
+    assert staged.sha256 == hashlib.sha256(data).hexdigest()
+    assert staged.size == len(data)
+    await store.promote(staged)
+    assert store.local_path(staged.key).read_bytes() == data
+
+
 async def test_short_reads_come_from_the_page_cache_without_a_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, hops: list[object]
 ) -> None:
     store = LocalBlobStore(tmp_path)
     data = os.urandom(300_000)
     staged = await store.put(stream(data))
     await store.promote(staged)
-    hops = []
-    run_sync = to_thread.run_sync
-
-    async def counted(func: Callable[..., T], *args: object) -> T:
-        hops.append(func)
-        return await run_sync(func, *args)
-
-    monkeypatch.setattr(to_thread, "run_sync", counted)
+    hops.clear()
 
     async def read(start: int, end: int) -> bytes:
         return b"".join([chunk async for chunk in await store.open_range(staged.key, start, end)])

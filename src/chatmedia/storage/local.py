@@ -18,7 +18,14 @@ from typing import Any, BinaryIO
 import anyio
 from anyio import to_thread
 
-from chatmedia.storage.base import CHUNK_SIZE, BlobMissing, BlobStat, StagedBlob, in_pieces
+from chatmedia.storage.base import (
+    CHUNK_SIZE,
+    PIECE_SIZE,
+    BlobMissing,
+    BlobStat,
+    StagedBlob,
+    in_pieces,
+)
 
 _KEY = re.compile(r"[0-9a-f]{64}")
 _TOKEN = re.compile(r"[0-9a-f]{32}")
@@ -49,9 +56,20 @@ class LocalBlobStore:
     async def put(self, chunks: AsyncIterable[bytes]) -> StagedBlob:
         token = secrets.token_hex(16)
         path = self._staged_path(token)
+        pieces = in_pieces(chunks)
+        # Most chat media fit in one piece: that is hashed, written and fsynced in one
+        # thread call instead of four (creating, hashing, writing, syncing).
+        head = [await anext(pieces, b"")]
+        if len(head[0]) < PIECE_SIZE:  # the last piece (in_pieces): let the stream end
+            head += [piece async for piece in pieces]
+            if len(head) == 1:
+                sha256 = await to_thread.run_sync(_store_whole, path, head[0])
+                return StagedBlob(key=sha256, size=len(head[0]), sha256=sha256, token=token)
         writer = _Writer(await to_thread.run_sync(_create, path))
         try:
-            async for piece in in_pieces(chunks):
+            for piece in head:
+                await writer.write(piece)
+            async for piece in pieces:
                 await writer.write(piece)
             await writer.finish()
         except BaseException:
@@ -217,6 +235,19 @@ def _read_at(path: Path, offset: int, length: int) -> bytes:
     if len(data) < length:
         raise BlobMissing("blob is shorter than its recorded size")
     return data
+
+
+def _store_whole(path: Path, data: bytes) -> str:
+    """Write `data` to a new file at `path`, durably; its SHA-256. Nothing is left behind
+    on failure."""
+    file = _create(path)
+    try:
+        file.write(data)
+        _sync_close(file)
+    except BaseException:
+        _close_unlink(file, path)
+        raise
+    return hashlib.sha256(data).hexdigest()
 
 
 def _create(path: Path) -> BinaryIO:
