@@ -236,6 +236,14 @@ def test_size_limit(make_api: Callable[..., Api], tmp_path: Path) -> None:
             413,
             "field_too_large",
         ),
+        (  # a filename in Latin-1, not UTF-8: the client's mistake, not a 500
+            {"Content-Type": "multipart/form-data; boundary=b"},
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="\xe9.png"\r\n\r\n'
+            + PNG
+            + b"\r\n--b--\r\n",
+            400,
+            "invalid_multipart",
+        ),
     ],
 )
 def test_bad_bodies(

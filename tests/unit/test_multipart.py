@@ -66,6 +66,11 @@ def test_fields_before_and_after_the_file() -> None:
         (b"garbage " * 100, InvalidMultipart, "malformed"),
         (body(part("a", b"\xff\xfe"), part("file", b"x", "f")), InvalidMultipart, "UTF-8"),
         (
+            body(part("file", b"x", "f").replace(b'"f"', '"é.png"'.encode("latin-1"))),
+            InvalidMultipart,
+            "headers are not UTF-8",
+        ),
+        (
             body(*(part(f"p{i}", b"") for i in range(MAX_FIELDS + 1)), part("file", b"x", "f")),
             InvalidMultipart,
             "text parts",

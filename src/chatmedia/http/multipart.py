@@ -120,6 +120,8 @@ class MultipartForm:
                 self._parser.data_received(chunk)
             except ParseFailedException:
                 raise InvalidMultipart("the multipart body is malformed") from None
+            except UnicodeDecodeError:  # the library decodes part headers as UTF-8
+                raise InvalidMultipart("a part's headers are not UTF-8") from None
             if self._file.pending:
                 pending, self._file.pending = self._file.pending, []
                 for piece in pending:
