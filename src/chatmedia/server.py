@@ -29,6 +29,9 @@ def main() -> None:
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # The multipart parser logs each malformed body it meets, a client's mistake that is
+    # answered 400 already.
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
     print(
         f"chatmedia serving on http://{settings.host}:{settings.port}"
         f" (data in {settings.data_dir})",

@@ -90,8 +90,9 @@ def test_bad_forms(data: bytes, error: type[ChatMediaError], message: str) -> No
         "application/json",
         "multipart/form-data",
         "text/plain; boundary=x",
-        "multipart/form-data; 5.s*",  # raised IndexError inside the library
-        "multipart/form-data; boundary=\x85",  # raised ValueError inside the library
+        "multipart/form-data; 5.s*",
+        "multipart/form-data; boundary=\x85",  # not a boundary character (RFC 2046)
+        "multipart/form-data; boundary=" + "b" * 71,  # longer than 70
     ],
 )
 def test_not_multipart(content_type: str | None) -> None:
@@ -117,3 +118,62 @@ def test_thousands_of_empty_parts_stop_early() -> None:
     with pytest.raises(InvalidMultipart):
         anyio.run(run)
     assert consumed < MAX_FIELDS + 5
+
+
+def file_form(disposition: bytes, headers: bytes = b"") -> bytes:
+    return body(
+        f"--{BOUNDARY}\r\nContent-Disposition: ".encode()
+        + disposition
+        + b"\r\n"
+        + headers
+        + b"\r\nabc\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("disposition", "filename"),
+    [
+        (b'form-data; name="file"; filename="a.png"', "a.png"),
+        ('form-data; name="file"; filename="照片 ö.png"'.encode(), "照片 ö.png"),
+        (b"form-data; name=\"file\"; filename*=UTF-8''ph%C3%B6to.png", "phöto.png"),
+        (b'form-data; name="file"; filename="a\\"b.png"', 'a"b.png'),
+        (b"form-data; name=file; filename=a.png", "a.png"),
+        (b'FORM-DATA; NAME="file"; FILENAME="a.png"', "a.png"),
+        (b'form-data; name="file"', None),
+    ],
+)
+def test_file_names(disposition: bytes, filename: str | None) -> None:
+    assert read(file_form(disposition)) == (b"abc", {}, filename)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=60))
+def test_any_quoted_file_name_comes_back(name: str) -> None:
+    # What a browser sends: UTF-8, with quotes and backslashes escaped (RFC 7578 §4.2).
+    quoted = name.replace("\\", "\\\\").replace('"', '\\"')
+    disposition = f'form-data; name="file"; filename="{quoted}"'.encode()
+    assert read(file_form(disposition))[2] == name
+
+
+def test_parts_that_are_not_form_fields_are_skipped() -> None:
+    data = body(
+        f"--{BOUNDARY}\r\nContent-Type: text/plain\r\n\r\nx\r\n".encode(),
+        f"--{BOUNDARY}\r\nContent-Disposition: form-data\r\n\r\ny\r\n".encode(),
+        part("file", b"abc", "f"),
+    )
+    assert read(data) == (b"abc", {}, "f")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (file_form(b'attachment; name="file"; filename="a"'), "malformed"),
+        (file_form(b'form-data; name="file"', b"X-Long: " + b"x" * 20_000 + b"\r\n"), "malformed"),
+        (file_form(b'form-data; name="file"').replace(b"\r\n", b"\n"), "malformed"),
+        (b"preamble\r\n" + file_form(b'form-data; name="file"'), "malformed"),
+        (file_form(b'form-data; name="file"') + b"epilogue", "closing boundary"),
+    ],
+)
+def test_forms_outside_rfc_7578(data: bytes, message: str) -> None:
+    with pytest.raises(InvalidMultipart, match=message):
+        read(data)

@@ -28,7 +28,6 @@ from datetime import UTC, datetime, timedelta
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from streaming_form_data.parser import parse_content_boundary
 
 from chatmedia.db import Database
 from chatmedia.db.idempotency import IdempotencyKeys, IdempotencyRecord
@@ -40,7 +39,7 @@ from chatmedia.errors import (
     Unauthorized,
 )
 from chatmedia.http.deps import CHECKED_KEY
-from chatmedia.http.multipart import MAX_FIELD_SIZE, MAX_FIELDS
+from chatmedia.http.multipart import MAX_FIELD_SIZE, MAX_FIELDS, multipart_boundary
 from chatmedia.http.responses import CLIENT_CLOSED_REQUEST, error_response, unavailable
 from chatmedia.pipelines.keys import authenticate
 from chatmedia.services import BACKEND_OUTAGES, Services
@@ -429,13 +428,8 @@ def _split_boundary(content_type: str) -> tuple[bytes, bytes]:
     media_type = media_type.strip().lower()
     boundary = b""
     if media_type == "multipart/form-data":
-        try:
-            boundary = bytes(parse_content_boundary({"Content-Type": content_type}))
-        except Exception:
-            # The email header parser under it raises more than ParseFailedException on odd
-            # input (IndexError for `multipart/form-data; 5.s*`, ValueError for U+0085). The
-            # app cannot read such a body as a form either; its bytes are hashed as they are.
-            boundary = b""
+        # As the multipart reader finds it; without one, the bytes are hashed as they are.
+        boundary = multipart_boundary(content_type) or b""
     kept = [media_type]
     kept += [p.strip() for p in params if not (boundary and _param_name(p) == "boundary")]
     return "; ".join(kept).encode("latin-1", "replace"), boundary
