@@ -46,23 +46,20 @@ class MultipartForm:
 
     def __init__(self, content_type: str | None, body: AsyncIterable[bytes]) -> None:
         boundary = multipart_boundary(content_type)
-        try:
-            if boundary is None:
-                raise ValueError(content_type)
-            self._parser = MultipartParser(
-                boundary,
-                callbacks={
-                    "on_part_begin": self._on_part_begin,
-                    "on_header_field": self._on_header_field,
-                    "on_header_value": self._on_header_value,
-                    "on_header_end": self._on_header_end,
-                    "on_headers_finished": self._on_headers_finished,
-                    "on_part_data": self._on_part_data,
-                    "on_part_end": self._on_part_end,
-                },
-            )
-        except (FormParserError, ValueError):
-            raise InvalidMultipart("the request body must be multipart/form-data") from None
+        if boundary is None:
+            raise InvalidMultipart("the request body must be multipart/form-data")
+        self._parser = MultipartParser(
+            boundary,
+            callbacks={
+                "on_part_begin": self._on_part_begin,
+                "on_header_field": self._on_header_field,
+                "on_header_value": self._on_header_value,
+                "on_header_end": self._on_header_end,
+                "on_headers_finished": self._on_headers_finished,
+                "on_part_data": self._on_part_data,
+                "on_part_end": self._on_part_end,
+            },
+        )
         self._boundary_end = b"--" + boundary + b"--"
         self._body = body
         self._part = _Part()
