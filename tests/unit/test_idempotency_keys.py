@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import itertools
 import string
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import anyio
 import pytest
@@ -15,21 +13,12 @@ from hypothesis import strategies as st
 
 from chatmedia.db import Database
 from chatmedia.db.idempotency import IdempotencyKeys, IdempotencyRecord
-from chatmedia.db.migrate import upgrade
 from chatmedia.http.idempotency import RequestHasher, sweep_idempotency_keys, valid_key
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 SCOPE = "s" * 64
 HOUR = timedelta(hours=1)
 DAY = timedelta(hours=24)
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'meta.db'}")
-    await upgrade(database)
-    yield database
-    await database.close()
 
 
 async def claim(db: Database, key: str, now: datetime = NOW, scope: str = SCOPE) -> bool:

@@ -1,16 +1,20 @@
 """SQLite's transactions (chatmedia.db.sqlite): reads inline on pooled synchronous
-connections, writers queued in the process before BEGIN IMMEDIATE, and a 503 rather than a
-hang when the write lock does not come."""
+connections, writers queued in the process before BEGIN IMMEDIATE and sharing commits, and
+a 503 rather than a hang when the write lock does not come."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
+import sqlalchemy as sa
 from anyio import to_thread
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
 
 from chatmedia.db import Database, DatabaseUnavailable, sqlite
 from chatmedia.db.engine import Conn
@@ -18,14 +22,6 @@ from chatmedia.db.keys import Keys
 from chatmedia.db.migrate import upgrade
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'meta.db'}")
-    await upgrade(database)
-    yield database
-    await database.close()
 
 
 async def names(db: Database) -> list[str]:
@@ -154,3 +150,120 @@ async def test_transactions_still_work_after_close(db: Database) -> None:
     async with db.write() as conn:
         await Keys(conn).create("k")
     assert await names(db) == ["k"]
+
+
+# Group commit: writers that queue share one COMMIT, yet each keeps the promises of its own
+# transaction.
+
+
+@pytest.fixture
+def commits() -> Iterator[list[object]]:
+    """Every COMMIT any engine runs, while the test runs."""
+    seen: list[object] = []
+
+    def count(connection: Connection) -> None:
+        seen.append(connection)
+
+    event.listen(Engine, "commit", count)
+    yield seen
+    event.remove(Engine, "commit", count)
+
+
+async def test_writers_that_queue_share_commits(db: Database, commits: list[object]) -> None:
+    done: list[str] = []
+
+    async def writer(n: int) -> None:
+        async with db.write() as conn:
+            await Keys(conn).create(f"k{n:02}")
+            await anyio.sleep(0.01)  # the others queue meanwhile
+        # Returned only once committed: a new read sees it.
+        assert f"k{n:02}" in await names(db)
+        done.append(f"k{n:02}")
+
+    async with anyio.create_task_group() as tasks:
+        for n in range(16):
+            tasks.start_soon(writer, n)
+    assert sorted(done) == sorted(await names(db)) == [f"k{n:02}" for n in range(16)]
+    assert len(commits) <= 4  # the first alone, then the queue in one or a few groups
+
+
+async def test_a_failed_writer_is_undone_alone(db: Database, commits: list[object]) -> None:
+    async def writer(name: str, fail: bool = False) -> None:
+        async with db.write() as conn:
+            await Keys(conn).create(name)
+            await anyio.sleep(0.02)
+            if fail:
+                raise RuntimeError("boom")
+
+    async def failing() -> None:
+        with pytest.raises(RuntimeError, match="boom"):
+            await writer("lost", fail=True)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(writer, "first")
+        await anyio.sleep(0.005)
+        tasks.start_soon(writer, "second")
+        tasks.start_soon(failing)
+        tasks.start_soon(writer, "third")
+    assert sorted(await names(db)) == ["first", "second", "third"]
+    assert len(commits) < 3
+
+
+async def test_a_cancelled_writer_is_undone_and_its_group_still_commits(
+    db: Database,
+) -> None:
+    async def writer(name: str, seconds: float) -> None:
+        async with db.write() as conn:
+            await Keys(conn).create(name)
+            await anyio.sleep(seconds)
+
+    async def cancelled() -> None:
+        with anyio.move_on_after(0.1):
+            await writer("lost", 10)
+
+    with anyio.fail_after(5):  # nobody left to commit "first" would hang here
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(writer, "first", 0.05)  # ends while "lost" waits: hands on
+            await anyio.sleep(0.01)
+            tasks.start_soon(cancelled)
+    assert sorted(await names(db)) == ["first"]
+    async with db.write() as conn:  # and the writer is free for the next one
+        await Keys(conn).create("next")
+    assert sorted(await names(db)) == ["first", "next"]
+
+
+async def test_a_failed_commit_fails_every_writer_of_the_group(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_commit = Connection.commit
+    failures = iter([True])
+
+    def commit(self: Connection, *args: Any) -> None:
+        if next(failures, False):
+            error = sqlite3.OperationalError("disk I/O error")
+            raise sa.exc.OperationalError("COMMIT", None, error)
+        real_commit(self, *args)
+
+    async with db.write() as conn:  # opened before the patch: the writer exists
+        await Keys(conn).create("before")
+    monkeypatch.setattr(Connection, "commit", commit)
+    outcomes: dict[str, str] = {}
+
+    async def writer(name: str) -> None:
+        try:
+            async with db.write() as conn:
+                await Keys(conn).create(name)
+                await anyio.sleep(0.01)
+        except DatabaseUnavailable:
+            outcomes[name] = "unavailable"
+        else:
+            outcomes[name] = "committed"
+
+    async with anyio.create_task_group() as tasks:
+        for name in ("a", "b", "c"):
+            tasks.start_soon(writer, name)
+    # "a" committed alone or with the others: whichever writers shared the failed commit
+    # were all told so, and none of them is stored.
+    assert "unavailable" in outcomes.values()
+    stored = sorted(await names(db))
+    assert stored == ["before", *sorted(n for n, o in outcomes.items() if o == "committed")]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import socket
 import zlib
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import sqlalchemy as sa
@@ -88,6 +88,15 @@ _UNREACHABLE = (
 _UNAVAILABLE_SQLSTATES = ("08", "57P")
 
 
+@contextmanager
+def _outages_translated() -> Iterator[None]:
+    """Raise what the block raises, a database outage as DatabaseUnavailable."""
+    try:
+        yield
+    except (*_UNREACHABLE, sa.exc.DBAPIError) as e:
+        raise _translate(e) from e
+
+
 def _translate(error: Exception) -> Exception:
     """DatabaseUnavailable for a connection that failed, was refused by a server shutting
     down or starting up, or was lost mid-statement (the driver then invalidates it); any
@@ -133,7 +142,7 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Conn]:
         """A connection for reads (in a transaction, rolled back on exit)."""
-        try:
+        with _outages_translated():
             if self._sqlite is not None:
                 async with self._sqlite.read() as conn:
                     yield conn
@@ -141,21 +150,17 @@ class Database:
                 assert self._engine is not None
                 async with self._engine.connect() as async_conn:
                     yield async_conn
-        except (*_UNREACHABLE, sa.exc.DBAPIError) as e:
-            raise _translate(e) from e
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Conn]:
         """A write transaction, committed on normal exit and rolled back on error."""
-        try:
+        with _outages_translated():
             if self._sqlite is not None:
                 async with self._sqlite.write() as conn:
                     yield conn
             else:
                 async with self._pg_writer.begin() as async_conn:
                     yield async_conn
-        except (*_UNREACHABLE, sa.exc.DBAPIError) as e:
-            raise _translate(e) from e
 
     @asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[bool]:
@@ -179,11 +184,9 @@ class Database:
     @asynccontextmanager
     async def _pg_session(self) -> AsyncIterator[AsyncConnection]:
         assert self._engine is not None
-        try:
+        with _outages_translated():
             async with self._engine.connect() as conn:
                 yield conn
-        except (*_UNREACHABLE, sa.exc.DBAPIError) as e:
-            raise _translate(e) from e
 
     async def close(self) -> None:
         """Close every connection."""
