@@ -10,7 +10,7 @@ from chatmedia.config import Settings
 from chatmedia.db import Database, DatabaseUnavailable
 from chatmedia.egress.fetcher import Fetcher, Resolver, system_resolver
 from chatmedia.egress.oauth import TokenCache
-from chatmedia.storage import BlobStore, Presigner, StoreUnavailable
+from chatmedia.storage import BlobStore, LocalPaths, Presigner, StoreUnavailable
 from chatmedia.storage.local import LocalBlobStore
 
 # What a backend that does not answer raises (answered 503 backend_unavailable).
@@ -30,6 +30,8 @@ class Services:
     bus: EventBus
     # Set when content requests are answered with a redirect to the store itself.
     presigner: Presigner | None = None
+    # The store again when its blobs are files here, which the server can send itself.
+    local_paths: LocalPaths | None = None
 
     async def close(self) -> None:
         """Release the database connections."""
@@ -49,6 +51,7 @@ def open_services(settings: Settings, resolver: Resolver = system_resolver) -> S
         tokens=TokenCache(fetcher),
         bus=EventBus(),
         presigner=redirect,
+        local_paths=store if isinstance(store, LocalPaths) else None,
     )
 
 

@@ -15,7 +15,8 @@ from chatmedia.http.ranges import ByteRange, Validators, parse_range
 from chatmedia.mediatypes import is_passive
 from chatmedia.models import FileRecord
 from chatmedia.naming import content_disposition
-from chatmedia.storage import BlobStore, LocalPaths, Presigner
+from chatmedia.services import Services
+from chatmedia.storage import BlobStore, LocalPaths
 
 # Content under one id never changes, but a deleted file must stop being served soon.
 CACHE_CONTROL = "private, max-age=3600"
@@ -24,12 +25,11 @@ CACHE_CONTROL = "private, max-age=3600"
 PRESIGNED_URL_TTL = timedelta(minutes=5)
 
 
-async def content_response(
-    request: Request, record: FileRecord, store: BlobStore, presigner: Presigner | None
-) -> Response:
+async def content_response(request: Request, record: FileRecord, services: Services) -> Response:
     """The response to GET or HEAD of a file's content (RFC 9110 §13, §14): the bytes of a
-    HOSTED file, a 307 to where an EXTERNAL file is. With a `presigner`, a HOSTED file
-    that the client does not already have is a 307 to a short-lived URL of the store."""
+    HOSTED file, a 307 to where an EXTERNAL file is. With the services' `presigner`, a
+    HOSTED file that the client does not already have is a 307 to a short-lived URL of the
+    store."""
     if record.sha256 is None:
         assert record.url is not None
         return RedirectResponse(record.url, status_code=307)
@@ -44,9 +44,9 @@ async def content_response(
     validators.check_preconditions(h.get("if-match"), h.get("if-unmodified-since"))
     if validators.not_modified(h.get("if-none-match"), h.get("if-modified-since")):
         return Response(status_code=304, headers=headers)
-    if presigner is not None:
+    if services.presigner is not None:
         # The store answers Range itself; the URL is a credential, so nobody may keep it.
-        url = await presigner.presigned_url(record.sha256, PRESIGNED_URL_TTL)
+        url = await services.presigner.presigned_url(record.sha256, PRESIGNED_URL_TTL)
         return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
     inline = is_passive(record.content_type)
     headers |= {
@@ -59,7 +59,8 @@ async def content_response(
     if validators.range_applies(h.get("if-range")):
         byte_range = parse_range(h.get("range"), record.size)
     return BlobResponse(
-        store,
+        services.store,
+        services.local_paths,
         record.sha256,
         byte_range or ByteRange(0, record.size, record.size),
         partial=byte_range is not None,
@@ -69,12 +70,14 @@ async def content_response(
 
 
 class BlobResponse(Response):
-    """Streams a byte range of a blob. A whole local blob goes out through the server's
-    `http.response.pathsend` extension when it has one, without Python reading it."""
+    """Streams a byte range of a blob. A whole blob of `local_paths` (the store, when its
+    blobs are files here) goes out through the server's `http.response.pathsend`
+    extension when it has one, without Python reading it."""
 
     def __init__(
         self,
         store: BlobStore,
+        local_paths: LocalPaths | None,
         key: str,
         byte_range: ByteRange,
         *,
@@ -88,6 +91,7 @@ class BlobResponse(Response):
             all_headers["Content-Range"] = byte_range.content_range
         super().__init__(status_code=206 if partial else 200, headers=all_headers)
         self._store = store
+        self._local_paths = local_paths
         self._key = key
         self._range = byte_range
         self._partial = partial
@@ -105,11 +109,11 @@ class BlobResponse(Response):
             return
         if (
             not self._partial
-            and isinstance(self._store, LocalPaths)
+            and self._local_paths is not None
             and "http.response.pathsend" in scope.get("extensions", {})
         ):
             await send(start)
-            path = self._store.local_path(self._key)
+            path = self._local_paths.local_path(self._key)
             await send({"type": "http.response.pathsend", "path": str(path)})
             return
         # Opened before the headers go out, so a missing blob is still a clean 500.

@@ -42,11 +42,9 @@ class LocalBlobStore:
 
     def local_path(self, key: str) -> Path:
         """The path of blob `key`; the key must be a SHA-256 hex digest."""
-        if not _KEY.fullmatch(key):
+        if not _KEY.fullmatch(key):  # 64 hex digits: nothing that could leave the folder
             raise ValueError(f"not a blob key: {key!r}")
-        path = self._root / key[:2] / key[2:4] / key
-        assert path.parent.parent.parent == self._root
-        return path
+        return self._root.joinpath(key[:2], key[2:4], key)
 
     def _staged_path(self, token: str) -> Path:
         if not _TOKEN.fullmatch(token):

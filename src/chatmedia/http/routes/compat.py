@@ -105,7 +105,7 @@ async def download_file_stream(
 ) -> Response:
     """The bytes, with the same Range and conditional semantics as the native API."""
     record = await get_file_by_stored_name(services, filename)
-    return await content_response(request, record, services.store, services.presigner)
+    return await content_response(request, record, services)
 
 
 @router.get("/getFileStat", dependencies=[Depends(require_key)], summary="A file's stat")

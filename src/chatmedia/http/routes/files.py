@@ -110,7 +110,7 @@ async def get_file(file_id: str, services: ServicesDep) -> dict[str, Any]:
 async def get_content(file_id: str, request: Request, services: ServicesDep) -> Response:
     """The bytes, with Range (one range), ETag and conditional requests."""
     record = await files.get_file(services, file_id)
-    return await content_response(request, record, services.store, services.presigner)
+    return await content_response(request, record, services)
 
 
 @router.delete("/files/{file_id}", status_code=204, summary="Delete a file")
