@@ -35,6 +35,7 @@ test: lint $(S3RVER)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/transfer.py
+	$(BIN)/python bench/ceilings.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

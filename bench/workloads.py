@@ -200,20 +200,20 @@ def make_distinct(path: Path) -> str:
 
 
 def run_wrk(
-    peer: Peer,
+    address: tuple[str, int],
     target: str,
     connections: int,
     duration: float,
     script_args: list[str],
     headers: dict[str, str],
 ) -> dict[str, Any]:
-    """Run wrk against the peer and return the figures its script reports."""
+    """Run wrk against the server at `address` and return the figures its script reports."""
     threads = min(WRK_THREADS, connections)
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s"]
     command += ["--timeout", WRK_TIMEOUT, "-s", str(WRK_SCRIPT)]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
-    host, port = peer.address
+    host, port = address
     command += [f"http://{host}:{port}{target}", "--", *script_args]
     done = subprocess.run(
         command, capture_output=True, text=True, timeout=duration + 120, check=False
@@ -243,7 +243,7 @@ def _wrk_outcome(figures: dict[str, Any], rate_name: str) -> Outcome:
 def w2(peer: Peer, stored: Stored, duration: float) -> Outcome:
     """64 connections fetching the 64 KiB file for `duration` seconds."""
     figures = run_wrk(
-        peer, stored.download_path, W2_CONNECTIONS, duration, ["get"], dict(peer.auth)
+        peer.address, stored.download_path, W2_CONNECTIONS, duration, ["get"], dict(peer.auth)
     )
     return _wrk_outcome(figures, "requests_per_s")
 
@@ -258,7 +258,7 @@ def w3(peer: Peer, duration: float) -> Outcome:
     if spec.content_type:
         args.append(spec.content_type)
     target = spec.path.replace("{n}", "first")  # wrk wants a URL; the script sets each path
-    figures = run_wrk(peer, target, W3_CONNECTIONS, duration, args, dict(peer.upload_auth))
+    figures = run_wrk(peer.address, target, W3_CONNECTIONS, duration, args, dict(peer.upload_auth))
     outcome = _wrk_outcome(figures, "uploads_per_s")
     stored = peer.stored_count() - before
     notes = list(outcome.notes)
@@ -274,7 +274,9 @@ def w5(peer: Peer, stored: Stored, duration: float) -> Outcome:
     """64 connections reading 64 KiB ranges at random offsets for `duration` seconds. The
     bytes per answer are checked: a peer that ignored Range would send the whole file."""
     args = ["range", str(stored.size), str(RANGE_LENGTH)]
-    figures = run_wrk(peer, stored.ranges_from, W5_CONNECTIONS, duration, args, dict(peer.auth))
+    figures = run_wrk(
+        peer.address, stored.ranges_from, W5_CONNECTIONS, duration, args, dict(peer.auth)
+    )
     outcome = _wrk_outcome(figures, "requests_per_s")
     per_answer = figures["bytes"] / max(1, figures["requests"])
     if not RANGE_LENGTH < per_answer < RANGE_LENGTH + 2048:  # body plus headers
