@@ -50,7 +50,7 @@ from rich.table import Table
 import peers
 import tools
 import workloads as w
-from chatmedia.storage.local import LocalBlobStore
+from chatmedia.storage.local import LocalBlobStore, _fsync_dir, _make_dirs
 from common import (
     BENCH_DIR,
     console,
@@ -184,7 +184,8 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
 def disk_rate(root: Path, duration: float) -> dict[str, float]:
     """Files/s for the local store's file operations from STORE_TASKS threads: a 100 KiB
     file written to staging, fsynced, renamed under `ab/cd/` of its SHA-256 (folders
-    created and their parents fsynced as needed), and its folder fsynced."""
+    created and their parents fsynced as needed, by the store's own helpers), and its
+    folder fsynced."""
     staging = root / ".staging"
     staging.mkdir(parents=True)
     counts = [0] * STORE_TASKS
@@ -201,12 +202,9 @@ def disk_rate(root: Path, duration: float) -> dict[str, float]:
             os.fsync(fd)
             os.close(fd)
             folder = root / key[:2] / key[2:4]
-            for level in (folder.parent, folder):
-                if not level.is_dir():
-                    level.mkdir(exist_ok=True)
-                    _fsync(level.parent)
+            _make_dirs(folder, root)
             os.replace(staged, folder / key)
-            _fsync(folder)
+            _fsync_dir(folder)
             counts[thread] += 1
 
     started = time.monotonic()
@@ -216,14 +214,6 @@ def disk_rate(root: Path, duration: float) -> dict[str, float]:
     for thread in threads:
         thread.join()
     return {"per_s": round(sum(counts) / (time.monotonic() - started), 1)}
-
-
-def _fsync(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- the run --------------------------------------------------------------------------------
