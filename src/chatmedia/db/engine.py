@@ -142,14 +142,13 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Conn]:
         """A connection for reads (in a transaction, rolled back on exit)."""
+        if self._sqlite is None:
+            async with self._pg_session() as async_conn:
+                yield async_conn
+            return
         with _outages_translated():
-            if self._sqlite is not None:
-                async with self._sqlite.read() as conn:
-                    yield conn
-            else:
-                assert self._engine is not None
-                async with self._engine.connect() as async_conn:
-                    yield async_conn
+            async with self._sqlite.read() as conn:
+                yield conn
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Conn]:

@@ -18,7 +18,7 @@ the first as missing content and the second as a temporary outage.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -34,7 +34,7 @@ CHUNK_SIZE = 256 * 1024
 PIECE_SIZE = 1024 * 1024
 
 
-async def in_pieces(chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+async def in_pieces(chunks: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
     """`chunks` regrouped into pieces of at least PIECE_SIZE bytes (the last may be short;
     none is empty), so that a client's tiny chunks do not each cost a thread hop or a call
     into a store's client."""

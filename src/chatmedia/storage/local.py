@@ -55,18 +55,17 @@ class LocalBlobStore:
         token = secrets.token_hex(16)
         path = self._staged_path(token)
         pieces = in_pieces(chunks)
-        # Most chat media fit in one piece: that is hashed, written and fsynced in one
-        # thread call instead of four (creating, hashing, writing, syncing).
-        head = [await anext(pieces, b"")]
-        if len(head[0]) < PIECE_SIZE:  # the last piece (in_pieces): let the stream end
-            head += [piece async for piece in pieces]
-            if len(head) == 1:
-                sha256 = await to_thread.run_sync(_store_whole, path, head[0])
-                return StagedBlob(key=sha256, size=len(head[0]), sha256=sha256, token=token)
+        first = await anext(pieces, b"")
+        # in_pieces yields a short piece only once the stream has ended (with the checks
+        # of whoever feeds it, such as the multipart reader's): most chat media are that
+        # one piece, hashed, written and fsynced in one thread call instead of four.
+        if len(first) < PIECE_SIZE:
+            await pieces.aclose()
+            sha256 = await to_thread.run_sync(_store_whole, path, first)
+            return StagedBlob(key=sha256, size=len(first), sha256=sha256, token=token)
         writer = _Writer(await to_thread.run_sync(_create, path))
         try:
-            for piece in head:
-                await writer.write(piece)
+            await writer.write(first)
             async for piece in pieces:
                 await writer.write(piece)
             await writer.finish()
