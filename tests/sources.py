@@ -252,3 +252,43 @@ class Listener:
                 return
             self.connections += 1
             connection.close()
+
+
+class AnsweringProxy:
+    """An HTTP proxy on 127.0.0.1 that connects nowhere: it answers every plain-HTTP GET
+    itself with a PNG, every POST with 204, and refuses CONNECT (HTTPS) with 502. Servers
+    under fuzzing go through it, so that no generated URL is ever fetched for real."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self._answer(200, PNG)
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self._answer(204, b"")
+
+            def do_CONNECT(self) -> None:
+                self._answer(502, b"")
+
+            def _answer(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> AnsweringProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -23,6 +23,12 @@ _PASSIVE = re.compile(
     r"|audio/[\w.+-]+|video/[\w.+-]+|text/plain)"
 )
 _MIME_PATTERN = re.compile(r"[a-z0-9][\w.+-]*/(\*|[\w.+-]+)|\*/\*")
+# A type a client declares (RFC 6838 §4.2 restricted names), in any case; published as
+# the pattern of such fields in the OpenAPI document.
+CONTENT_TYPE_PATTERN = (
+    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
+)
+_CONTENT_TYPE = re.compile(CONTENT_TYPE_PATTERN)
 # One libmagic handle: each loads its own copy of the magic database (megabytes), and a
 # handle is not thread-safe, so threads take turns (a detection takes about a millisecond).
 _magic_lock = threading.Lock()
@@ -44,9 +50,10 @@ def detect(head: bytes) -> str:
     return found if _MIME_PATTERN.fullmatch(found) else OCTET_STREAM
 
 
-def is_mime_type(text: str) -> bool:
-    """True for a concrete MIME type ("image/png"), not a pattern ("image/*")."""
-    return _MIME_PATTERN.fullmatch(text) is not None and "*" not in text
+def declared_type(text: str) -> str | None:
+    """A type a client declares, lower-cased; None when it is not a concrete MIME type
+    ("image/png", not "image/*" nor "image/png; q=1")."""
+    return text.lower() if _CONTENT_TYPE.fullmatch(text) else None
 
 
 def is_passive(content_type: str) -> bool:

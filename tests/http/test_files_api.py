@@ -232,7 +232,7 @@ def test_size_limit(make_api: Callable[..., Api], tmp_path: Path) -> None:
         ),
         (
             {"Content-Type": "multipart/form-data; boundary=b"},
-            b'--b\r\nContent-Disposition: form-data; name="x"\r\n\r\n' + b"y" * 200_000,
+            b'--b\r\nContent-Disposition: form-data; name="x"\r\n\r\n' + b"y" * 300_000,
             413,
             "field_too_large",
         ),

@@ -50,8 +50,13 @@ def test_import(api: Api, source: SourceServer) -> None:
     [
         ({"sourceUrl": "ftp://example.com/x"}, 400, "invalid_source_url"),
         ({"sourceUrl": "http://a@127.0.0.1/"}, 400, "invalid_source_url"),
-        ({}, 400, "invalid_request"),
-        ({"sourceUrl": 5}, 400, "invalid_request"),
+        # A missing, empty, blank or non-string URL is an invalid URL too.
+        ({}, 400, "invalid_source_url"),
+        ({"sourceUrl": 5}, 400, "invalid_source_url"),
+        ({"sourceUrl": ""}, 400, "invalid_source_url"),
+        ({"sourceUrl": "   "}, 400, "invalid_source_url"),
+        ({"sourceUrl": None}, 400, "invalid_source_url"),
+        ({"sourceUrl": ["http://example.com/"]}, 400, "invalid_source_url"),
         ({"sourceUrl": "http://127.0.0.2/x"}, 403, "destination_not_allowed"),
         ({"sourceUrl": "http://169.254.169.254/latest/meta-data/"}, 403, "destination_not_allowed"),
         ({"sourceUrl": "{source}/big"}, 413, "file_too_large"),
@@ -184,7 +189,9 @@ def test_file_engine_upload_from_url(api: Api, source: SourceServer) -> None:
     ("body", "status", "error"),
     [
         ({"sourceUrl": "{source}/file.png"}, 404, "invalid_request"),  # no channel
-        ({"channel": "c"}, 404, "invalid_request"),
+        ({"channel": "c"}, 404, "invalid_source_url"),
+        ({"sourceUrl": "", "channel": "c"}, 404, "invalid_source_url"),
+        ({"sourceUrl": " ", "channel": "c"}, 404, "invalid_source_url"),
         ({"sourceUrl": "http://127.0.0.2/x", "channel": "c"}, 404, "destination_not_allowed"),
         ({"sourceUrl": "{source}/big", "channel": "c"}, 404, "file_too_large"),
         ({"sourceUrl": "{source}/status/500", "channel": "c"}, 500, "source_error"),

@@ -51,7 +51,7 @@ def test_media_message_for_a_stored_file(api: Api) -> None:
     assert message["file"] == file
     pdf = api.upload(PDF_BYTES, "doc.pdf")
     assert post(api, {"fileId": pdf["id"]})["type"] == "FILE"
-    assert post(api, {"fileId": pdf["id"], "type": "video"})["type"] == "VIDEO"
+    assert post(api, {"fileId": pdf["id"], "type": "VIDEO"})["type"] == "VIDEO"
 
 
 def test_media_message_for_an_external_file(api: Api) -> None:

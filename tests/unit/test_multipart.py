@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatmedia.errors import ChatMediaError, FieldTooLarge, InvalidMultipart
-from chatmedia.http.multipart import MAX_FIELD_SIZE, MAX_FIELDS, MultipartForm
+from chatmedia.http.multipart import MAX_FIELD_LENGTH, MAX_FIELDS, MultipartForm
 
 BOUNDARY = "----chatmediaBoundary7MA4YWxk"
 CONTENT_TYPE = f"multipart/form-data; boundary={BOUNDARY}"
@@ -75,7 +75,9 @@ def test_fields_before_and_after_the_file() -> None:
             InvalidMultipart,
             "text parts",
         ),
-        (body(part("big", b"x" * (MAX_FIELD_SIZE + 1))), FieldTooLarge, "larger than"),
+        (body(part("big", b"x" * (MAX_FIELD_LENGTH + 1))), FieldTooLarge, "longer than"),
+        (body(part("big", "é".encode() * (MAX_FIELD_LENGTH + 1))), FieldTooLarge, "longer"),
+        (body(part("big", b"x" * (4 * MAX_FIELD_LENGTH + 1))), FieldTooLarge, "longer than"),
     ],
 )
 def test_bad_forms(data: bytes, error: type[ChatMediaError], message: str) -> None:
@@ -155,13 +157,59 @@ def test_any_quoted_file_name_comes_back(name: str) -> None:
     assert read(file_form(disposition))[2] == name
 
 
-def test_parts_that_are_not_form_fields_are_skipped() -> None:
-    data = body(
-        f"--{BOUNDARY}\r\nContent-Type: text/plain\r\n\r\nx\r\n".encode(),
-        f"--{BOUNDARY}\r\nContent-Disposition: form-data\r\n\r\ny\r\n".encode(),
-        part("file", b"abc", "f"),
-    )
-    assert read(data) == (b"abc", {}, "f")
+NAMED = b'Content-Disposition: form-data; name="a"\r\n'
+
+
+def raw_part(headers: bytes, value: bytes = b"x") -> bytes:
+    return f"--{BOUNDARY}\r\n".encode() + headers + b"\r\n" + value + b"\r\n"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        # RFC 7578 §4.2: every part has Content-Disposition: form-data and a name.
+        (raw_part(b""), "no 'Content-Disposition: form-data' header"),
+        (raw_part(b"", b""), "no 'Content-Disposition: form-data' header"),
+        (raw_part(b"Content-Type: text/plain\r\n"), "no 'Content-Disposition"),
+        (raw_part(b"Content-Disposition: form-data\r\n"), "has no name"),
+        (raw_part(b'Content-Disposition: form-data; name=""\r\n'), "has no name"),
+        (raw_part(b'Content-Disposition: form-data; filename="a"\r\n'), "has no name"),
+        (raw_part(b'Content-Disposition: inline; name="a"\r\n'), "malformed"),
+        # The parser's bounds on part headers: 8 lines, 4 KiB each.
+        (
+            raw_part(b'Content-Disposition: form-data; name="a"\r\n' + b"X-A: 1\r\n" * 8),
+            "malformed",
+        ),
+        (
+            raw_part(b'Content-Disposition: form-data; name="a"; x="' + b"y" * 5000 + b'"\r\n'),
+            "malformed",
+        ),
+    ],
+)
+@pytest.mark.parametrize("file_first", [True, False])
+def test_parts_that_are_not_form_fields_are_refused(
+    extra: bytes, message: str, file_first: bool
+) -> None:
+    file = part("file", b"abc", "f")
+    with pytest.raises(InvalidMultipart, match=message):
+        read(body(file, extra) if file_first else body(extra, file))
+
+
+def test_thousands_of_parts_without_headers_are_refused_at_once() -> None:
+    data = body(*[raw_part(b"", b"")] * 2000, part("file", b"abc", "f"))
+    with pytest.raises(InvalidMultipart, match="Content-Disposition"):
+        read(data)
+
+
+def test_a_field_is_limited_in_characters_not_bytes() -> None:
+    text = "照" * MAX_FIELD_LENGTH  # three times as many bytes
+    assert read(body(part("t", text.encode()), part("file", b"z", "f")))[1] == {"t": text}
+
+
+def test_as_many_parts_as_allowed() -> None:
+    fields = {f"p{i}": str(i) for i in range(MAX_FIELDS)}
+    data = body(*(part(k, v.encode()) for k, v in fields.items()), part("file", b"z", "f"))
+    assert read(data) == (b"z", fields, "f")
 
 
 @pytest.mark.parametrize(

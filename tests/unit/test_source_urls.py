@@ -1,10 +1,11 @@
 import contextlib
+import re
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatmedia.egress.urls import parse_source_url
+from chatmedia.egress.urls import MAX_URL_LENGTH, URL_PATTERN, parse_source_url
 from chatmedia.errors import InvalidSourceUrl
 
 
@@ -14,7 +15,7 @@ from chatmedia.errors import InvalidSourceUrl
         ("https://example.com/a.jpg", "example.com", 443, "example.com"),
         ("http://EXAMPLE.com:8080/x", "example.com", 8080, "example.com:8080"),
         ("http://example.com./x", "example.com", 80, "example.com"),
-        ("http://bücher.de/x", "xn--bcher-kva.de", 80, "xn--bcher-kva.de"),
+        ("http://xn--bcher-kva.de/x", "xn--bcher-kva.de", 80, "xn--bcher-kva.de"),
         ("https://[2606:4700::1111]:8443/", "2606:4700::1111", 8443, "[2606:4700::1111]:8443"),
         ("http://2130706433/", "2130706433", 80, "2130706433"),
     ],
@@ -42,6 +43,11 @@ def test_parsed(url: str, host: str, port: int, host_header: str) -> None:
         "http://example.com:0/",
         "http://example.com:99999/",
         "",
+        "   ",
+        "http://bücher.de/x",  # a URI is ASCII: the host goes in its xn-- form
+        "http://example.com/a b",
+        "http://example.com/%zz",
+        "http://example.com/x\n",
     ],
 )
 def test_refused_as_invalid(url: str) -> None:
@@ -74,3 +80,19 @@ def test_redirects_are_read_by_the_same_rules() -> None:
     assert source.join("http://other.example/x").host == "other.example"
     with pytest.raises(InvalidSourceUrl):
         source.join("http://a@127.0.0.1/")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.from_regex(URL_PATTERN, fullmatch=True).filter(lambda u: len(u) <= MAX_URL_LENGTH))
+def test_every_url_the_document_allows_parses(text: str) -> None:
+    # The OpenAPI document gives URL fields this pattern: what matches must be taken.
+    source = parse_source_url(text)
+    assert source.url.scheme in ("http", "https")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_text_outside_the_pattern_is_invalid(text: str) -> None:
+    if re.fullmatch(URL_PATTERN, text) is None:
+        with pytest.raises(InvalidSourceUrl):
+            parse_source_url(text)

@@ -15,9 +15,17 @@ from chatmedia.egress.policy import normalize_host
 D360_HEADER = "D360-API-KEY"
 MAX_HEADERS = 20
 MAX_HEADER_VALUE = 4096
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2
+# Published as the OpenAPI patterns of these fields. A header name is an RFC 9110 §5.6.2
+# token; a value visible ASCII, spaces and tabs (§5.5, without the obsolete bytes); a
+# credential (a key, a token, a client id or secret) visible ASCII and not blank.
+HEADER_NAME_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+HEADER_VALUE_PATTERN = r"^[\t\x20-\x7e]*$"
+CREDENTIAL_PATTERN = r"^[\x20-\x7e]*[\x21-\x7e][\x20-\x7e]*$"
+_TOKEN = re.compile(HEADER_NAME_PATTERN)
+_VALUE = re.compile(HEADER_VALUE_PATTERN)
+_CREDENTIAL = re.compile(CREDENTIAL_PATTERN)
 # Headers the fetcher sets itself.
-_RESERVED = frozenset(
+RESERVED_HEADERS = frozenset(
     {"host", "content-length", "transfer-encoding", "connection", "accept-encoding", "te",
      "upgrade", "proxy-authorization", "keep-alive", "trailer"}
 )  # fmt: skip
@@ -121,20 +129,21 @@ def parse_headers(value: Any) -> tuple[tuple[str, str], ...]:
     for name, text in value.items():
         if not isinstance(name, str) or not _TOKEN.fullmatch(name):
             raise ValueError("headers has a name that is not a valid header name")
-        if name.lower() in _RESERVED:
+        if name.lower() in RESERVED_HEADERS:
             raise ValueError(f"headers may not set {name}")
-        if not isinstance(text, str) or len(text) > MAX_HEADER_VALUE or _unsafe(text):
+        if not isinstance(text, str) or len(text) > MAX_HEADER_VALUE or not _VALUE.fullmatch(text):
             raise ValueError(f"headers has an invalid value for {name}")
         headers.append((name, text))
     return tuple(headers)
 
 
-def _unsafe(text: str) -> bool:
-    return any(c in "\r\n\0" for c in text)
+def is_credential(text: object) -> bool:
+    """True for a credential that can go into a request header: visible ASCII, not blank."""
+    return isinstance(text, str) and _CREDENTIAL.fullmatch(text) is not None
 
 
 def _text(value: Mapping[str, Any], key: str, where: str) -> str:
     text = value[key]
-    if not isinstance(text, str) or not text.strip() or _unsafe(text):
-        raise ValueError(f"{where}.{key} must be a non-empty string")
-    return text.strip()
+    if not is_credential(text):
+        raise ValueError(f"{where}.{key} must be a non-blank string of visible ASCII")
+    return str(text).strip()

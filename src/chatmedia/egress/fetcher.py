@@ -225,13 +225,17 @@ class Fetcher:
         if not policy.port_allowed(url.port):
             raise DestinationNotAllowed(f"port {url.port} is not allowed")
         literal = url.ip_literal
+        if literal is None and policy.proxy is not None:
+            # The proxy resolves and connects by name (and must apply the same policy): a
+            # node behind one often cannot resolve outside names at all.
+            return url.url, {}
         addresses = [literal] if literal is not None else await self._resolver(url.host, url.port)
         if not addresses:
             raise SourceError(f"the source host {url.host} does not resolve")
         if not policy.host_exempt(url.host) and not all(map(policy.address_allowed, addresses)):
             raise DestinationNotAllowed(f"fetching from {url.host} is not allowed")
         if policy.proxy is not None:
-            return url.url, {}  # the proxy connects by name
+            return url.url, {}
         pinned = url.url.copy_with(host=str(addresses[0]))
         extensions: dict[str, object] = {}
         if url.url.scheme == "https" and literal is None:

@@ -17,6 +17,7 @@ from chatmedia.db.listen import listen_for_events
 from chatmedia.db.migrate import ensure_schema
 from chatmedia.http.idempotency import IdempotencyMiddleware, sweep_idempotency_keys
 from chatmedia.http.metrics import Metrics, MetricsMiddleware
+from chatmedia.http.openapi import install_openapi
 from chatmedia.http.responses import install_error_handlers
 from chatmedia.http.routes import compat, conversations, files, system, webhooks
 from chatmedia.http.security import SecurityHeadersMiddleware
@@ -83,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.services = services
     app.state.metrics = metrics
     install_error_handlers(app)
+    install_openapi(app)
     app.include_router(files.router)
     app.include_router(conversations.router)
     app.include_router(webhooks.router)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import Request
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from chatmedia.models import ApiKey
 from chatmedia.pipelines.keys import authenticate
@@ -20,7 +23,16 @@ async def get_services(request: Request) -> Services:
 CHECKED_KEY = "api_key"
 
 
-async def require_key(request: Request) -> ApiKey:
+# Declares the scheme in the OpenAPI document; the key itself is read by `authenticate`.
+bearer = HTTPBearer(
+    auto_error=False, scheme_name="apiKey", description="An API key: `Authorization: Bearer cm_…`"
+)
+
+
+async def require_key(
+    request: Request,
+    _scheme: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
+) -> ApiKey:
     """The request's API key; answers 401 without a valid one."""
     checked: ApiKey | None = getattr(request.state, CHECKED_KEY, None)
     if checked is not None:

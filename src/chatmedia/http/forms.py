@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from starlette.requests import Request
@@ -11,6 +12,11 @@ from chatmedia.errors import InvalidMultipart, InvalidProperties
 from chatmedia.http.multipart import MultipartForm
 from chatmedia.pipelines.messages import MessageDraft
 from chatmedia.pipelines.upload import UploadInfo
+
+# Text with something in it besides white space (Python's str.isspace, which also counts
+# U+001C-U+001F, unlike JSON Schema's \s).
+NOT_BLANK = r"[^\s\x1c-\x1f]"
+_NOT_BLANK = re.compile(NOT_BLANK)
 
 # Text parts the native API reads itself; every other part becomes a property.
 _NATIVE_FIELDS = frozenset({"conversationId", "name", "properties"})
@@ -39,10 +45,10 @@ def native_info(form: MultipartForm) -> UploadInfo:
 
 def compat_info(form: MultipartForm) -> UploadInfo:
     """`uploadFileStream`: `conversationId` is required."""
-    conversation_id = form.fields.get("conversationId", "").strip()
-    if not conversation_id:
+    conversation_id = form.fields.get("conversationId", "")
+    if not _NOT_BLANK.search(conversation_id):
         raise InvalidMultipart("the form has no 'conversationId' part")
-    return UploadInfo(name=form.filename, conversation_id=conversation_id)
+    return UploadInfo(name=form.filename, conversation_id=conversation_id.strip())
 
 
 def _json_object(text: str) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from chatmedia.errors import (
     Unauthorized,
 )
 from chatmedia.http.deps import CHECKED_KEY
-from chatmedia.http.multipart import MAX_FIELD_SIZE, MAX_FIELDS, multipart_boundary
+from chatmedia.http.multipart import MAX_FIELD_BYTES, MAX_FIELDS, multipart_boundary
 from chatmedia.http.responses import CLIENT_CLOSED_REQUEST, error_response, unavailable
 from chatmedia.pipelines.keys import authenticate
 from chatmedia.services import BACKEND_OUTAGES, Services
@@ -57,7 +57,7 @@ MAX_STORED_BODY = 1024 * 1024
 DRAIN_SILENCE = 30.0
 SWEEP_BATCH = 500
 # Text parts and part headers that may come beside a file of the largest size allowed.
-_BODY_SLACK = MAX_FIELDS * MAX_FIELD_SIZE + 1024 * 1024
+_BODY_SLACK = MAX_FIELDS * MAX_FIELD_BYTES + 1024 * 1024
 _BOUNDARY_TOKEN = b"\x00boundary\x00"
 _REPLAYED = (b"idempotent-replayed", b"true")
 # Not stored: hop-by-hop headers (RFC 9110 §7.6.1), and those the server computes afresh for

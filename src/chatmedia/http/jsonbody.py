@@ -43,18 +43,29 @@ async def read_body(request: Request) -> dict[str, Any]:
 
 
 def validate(model: type[M], data: dict[str, Any]) -> M:
-    """`data` as `model`; raises BadRequest naming each field and problem (never a value)."""
+    """`data` as `model`; raises BadRequest naming each field and problem (never a value).
+
+    A field whose own error the API documents (a model's `FIELD_ERRORS`, by the field's
+    path in the body, e.g. "sourceUrl" or "file.url") gets that error for any malformed
+    value, missing, empty or of the wrong type included."""
     try:
         return model.model_validate(data)
     except ValidationError as e:
+        errors = e.errors(include_url=False, include_input=False)
+        field_errors: dict[str, type[BadRequest]] = getattr(model, "FIELD_ERRORS", {})
+        for error in errors:
+            path = ".".join(str(p) for p in error["loc"])
+            if path in field_errors:
+                raise field_errors[path](f"{path}: {error['msg']}") from None
         problems = "; ".join(
             f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
-            for error in e.errors(include_url=False, include_input=False)
+            for error in errors
         )
         raise BadRequest(problems) from None
 
 
-def json_body_doc(model: type[BaseModel]) -> dict[str, Any]:
-    """OpenAPI for a route that reads `model` itself."""
+def json_body_doc(model: type[BaseModel], *parameters: dict[str, Any]) -> dict[str, Any]:
+    """OpenAPI for a route that reads `model` itself (and takes the header `parameters`)."""
     schema = model.model_json_schema(by_alias=True)
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+    body = {"required": True, "content": {"application/json": {"schema": schema}}}
+    return {"requestBody": body, "parameters": list(parameters)}

@@ -14,6 +14,7 @@ import re
 from collections.abc import AsyncIterable, AsyncIterator
 from email.message import EmailMessage
 from email.utils import collapse_rfc2231_value
+from typing import NoReturn
 
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -22,7 +23,15 @@ from chatmedia.errors import FieldTooLarge, InvalidMultipart
 
 FILE_PART = "file"
 MAX_FIELDS = 64
-MAX_FIELD_SIZE = 64 * 1024
+MAX_FIELD_LENGTH = 64 * 1024  # characters, as the OpenAPI document's maxLength counts
+MAX_FIELD_BYTES = 4 * MAX_FIELD_LENGTH  # the most UTF-8 those characters take
+# Every part counts, whatever its headers: the text parts and the file.
+MAX_PARTS = MAX_FIELDS + 1
+# A part's name: no control character, quote, percent sign or backslash, which clients
+# escape in different ways (RFC 7578 §2, the HTML standard's %22, %0A…), so that the name
+# received is the name sent. Published as the document's propertyNames of a form.
+PART_NAME_PATTERN = r'^[^\x00-\x1f\x7f"%\\]+$'
+_PART_NAME = re.compile(PART_NAME_PATTERN)
 _BOUNDARY = re.compile(rb"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 
 
@@ -68,7 +77,7 @@ class MultipartForm:
         self._file_complete = False
         self._filename: str | None = None
         self._fields: dict[str, str] = {}
-        self._text_parts = 0
+        self._parts = 0
         self._done = False
 
     @property
@@ -106,9 +115,13 @@ class MultipartForm:
     # python-multipart's callbacks, in the order it calls them for each part.
 
     def _on_part_begin(self) -> None:
+        self._parts += 1
+        if self._parts > MAX_PARTS:
+            raise InvalidMultipart(f"the form has more than {MAX_FIELDS} text parts")
         self._part = _Part()
 
-    # The parser bounds the headers: 8 per part, 4 KiB each (its defaults).
+    # The parser bounds the headers: 8 per part, 4 KiB each (its defaults); past either
+    # it raises, and the body is refused as malformed.
     def _on_header_field(self, data: bytes, start: int, end: int) -> None:
         self._part.field += data[start:end]
 
@@ -122,22 +135,25 @@ class MultipartForm:
         part.value = bytearray()
 
     def _on_headers_finished(self) -> None:
+        # RFC 7578 §4.2: every part of a form has `Content-Disposition: form-data` with a name.
         disposition = self._part.headers.get(b"content-disposition")
         if disposition is None:
-            return  # not a form field: skipped
+            raise InvalidMultipart("a part has no 'Content-Disposition: form-data' header")
         kind, name, filename = _disposition(disposition)
         if kind != "form-data":
             raise InvalidMultipart("the multipart body is malformed")
+        if not name:
+            raise InvalidMultipart("a part's Content-Disposition has no name")
+        if not _PART_NAME.fullmatch(name):
+            message = "a part's name has a control character, a quote, a % or a backslash"
+            raise InvalidMultipart(message)
         if name == FILE_PART:
             if self._file_seen:
                 raise InvalidMultipart(f"the form has more than one '{FILE_PART}' part")
             self._file_seen = True
             self._part.is_file = True
             self._filename = filename
-        elif name is not None:
-            self._text_parts += 1
-            if self._text_parts > MAX_FIELDS:
-                raise InvalidMultipart(f"the form has more than {MAX_FIELDS} text parts")
+        else:
             self._part.name = name
 
     def _on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -145,9 +161,8 @@ class MultipartForm:
         if part.is_file:
             self._pending.append(data[start:end])
         elif part.name is not None:
-            if len(part.text) + end - start > MAX_FIELD_SIZE:
-                message = f"form field '{part.name}' is larger than {MAX_FIELD_SIZE} bytes"
-                raise FieldTooLarge(message)
+            if len(part.text) + end - start > MAX_FIELD_BYTES:
+                _too_long(part.name)
             part.text += data[start:end]
 
     def _on_part_end(self) -> None:
@@ -158,10 +173,17 @@ class MultipartForm:
             if part.name in self._fields:
                 raise InvalidMultipart(f"the form has more than one '{part.name}' part")
             try:
-                self._fields[part.name] = part.text.decode()
+                text = part.text.decode()
             except UnicodeDecodeError:
                 raise InvalidMultipart(f"form field '{part.name}' is not UTF-8 text") from None
+            if len(text) > MAX_FIELD_LENGTH:
+                _too_long(part.name)
+            self._fields[part.name] = text
         part.name = None
+
+
+def _too_long(name: str) -> NoReturn:
+    raise FieldTooLarge(f"form field '{name}' is longer than {MAX_FIELD_LENGTH} characters")
 
 
 def multipart_boundary(content_type: str | None) -> bytes | None:

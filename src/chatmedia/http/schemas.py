@@ -1,71 +1,170 @@
-"""JSON bodies of the import and external-file routes, and what they become."""
+"""JSON bodies of the routes, and what they become.
+
+Each model is both the check and the published schema: the OpenAPI document gives each
+field the very pattern, bounds and types the server applies (strict types: no "5" for 5),
+so a request is valid by the document exactly when the server takes it. Rules between
+fields are checked by a model validator and published beside it as `anyOf`. A field whose
+own error the API documents names it in `FIELD_ERRORS` (see `jsonbody.validate`)."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
 
-from chatmedia.egress.credentials import SourceCredentials, parse_headers, parse_oauth
-from chatmedia.errors import BadRequest
+from chatmedia.egress.credentials import (
+    CREDENTIAL_PATTERN,
+    HEADER_NAME_PATTERN,
+    HEADER_VALUE_PATTERN,
+    MAX_HEADER_VALUE,
+    MAX_HEADERS,
+    RESERVED_HEADERS,
+    SourceCredentials,
+    parse_headers,
+    parse_oauth,
+)
+from chatmedia.egress.urls import MAX_URL_LENGTH, URL_PATTERN
+from chatmedia.errors import BadRequest, InvalidProperties, InvalidSourceUrl
+from chatmedia.mediatypes import CONTENT_TYPE_PATTERN
 from chatmedia.pipelines.external import ExternalInfo
 from chatmedia.pipelines.fetch import ImportRequest
 from chatmedia.pipelines.messages import Attachment, MediaUrl, MessageDraft, StoredFile
+from chatmedia.pipelines.webhooks import EVENT_TYPES, MIN_SECRET_LENGTH
 from chatmedia.units import MAX_SIZE
 
 _TYPE_NOTE = "Accepted for compatibility; the stored type is always detected from the bytes."
+# The names the fetcher sets itself, in any case, as JSON Schema (ECMA-262) has no flags.
+_RESERVED_NAMES = "^(?:{})$".format(
+    "|".join(
+        "".join(f"[{c.upper()}{c}]" if c.isalpha() else c for c in name)
+        for name in sorted(RESERVED_HEADERS)
+    )
+)
+
+Url = Annotated[
+    str,
+    Field(
+        pattern=URL_PATTERN,
+        max_length=MAX_URL_LENGTH,
+        json_schema_extra={"format": "uri"},
+        description="An absolute http(s) URL in ASCII (a host in its xn-- form), no user info",
+    ),
+]
+ContentType = Annotated[
+    str, Field(pattern=CONTENT_TYPE_PATTERN, description="A MIME type such as image/png")
+]
+Credential = Annotated[
+    str, Field(pattern=CREDENTIAL_PATTERN, description="Visible ASCII, not blank")
+]
 
 
-class ImportBody(BaseModel):
+def _integral(value: Any) -> Any:
+    """JSON Schema counts 19.0 as an integer: so does the server, and nothing else (not
+    "19", not true)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Size = Annotated[int, Field(strict=True, ge=0, le=MAX_SIZE), BeforeValidator(_integral)]
+Properties = Annotated[dict[str, Any], Field(description="Any JSON object, kept with the file")]
+MediaType = Literal["FILE", "IMAGE", "VIDEO", "AUDIO"]
+EventType = Literal["*", "message.created", "message.deleted", "file.created", "file.deleted"]
+assert set(EventType.__args__) == {"*", *EVENT_TYPES}  # type: ignore[attr-defined]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True, populate_by_name=False)
+    FIELD_ERRORS: ClassVar[dict[str, type[BadRequest]]] = {}
+
+
+class AccessToken(BaseModel):
+    """A bearer token the source takes."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    access_token: Credential = Field(alias="accessToken")
+
+
+class ClientCredentialsBody(BaseModel):
+    """OAuth 2.0 client credentials (RFC 6749 §4.4): chatmedia asks `tokenUrl` for a token."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    token_url: Url = Field(alias="tokenUrl")
+    client_id: Credential = Field(alias="clientId")
+    client_secret: Credential = Field(alias="clientSecret")
+    scope: Credential | None = None
+
+
+OAuth = AccessToken | ClientCredentialsBody
+ExtraHeaders = Annotated[
+    dict[
+        Annotated[str, Field(pattern=HEADER_NAME_PATTERN)],
+        Annotated[str, Field(pattern=HEADER_VALUE_PATTERN, max_length=MAX_HEADER_VALUE)],
+    ],
+    Field(
+        max_length=MAX_HEADERS,
+        description="Extra request headers, except those the fetcher sets itself",
+        json_schema_extra={
+            "additionalProperties": False,  # a name must match the pattern above
+            "propertyNames": {"not": {"pattern": _RESERVED_NAMES}},
+        },
+    ),
+]
+
+
+class ImportBody(_Body):
     """`POST /v1/files/import`."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    source_url: str = Field(alias="sourceUrl", min_length=1)
+    FIELD_ERRORS = {"sourceUrl": InvalidSourceUrl, "properties": InvalidProperties}
+    source_url: Url = Field(alias="sourceUrl")
     channel: str | None = Field(None, description="A channel profile of the configuration")
     conversation_id: str | None = Field(None, alias="conversationId")
     file_name: str | None = Field(None, alias="fileName")
     mime_type: str | None = Field(None, alias="mimeType", description=_TYPE_NOTE)
-    properties: dict[str, Any] = Field(default_factory=dict)
-    api_key_360: str | None = Field(None, alias="apiKey360", description="360dialog API key")
-    oauth: dict[str, Any] | None = Field(
-        None, description='{"accessToken"} or {"tokenUrl", "clientId", "clientSecret", "scope"}'
-    )
-    headers: dict[str, str] | None = Field(None, description="Extra request headers")
+    properties: Properties = Field(default_factory=dict)
+    api_key_360: Credential | None = Field(None, alias="apiKey360", description="360dialog key")
+    oauth: OAuth | None = None
+    headers: ExtraHeaders | None = None
 
     def to_request(self) -> ImportRequest:
         """The import this body asks for."""
+        oauth = self.oauth.model_dump(by_alias=True, exclude_none=True) if self.oauth else None
         return ImportRequest(
             source_url=self.source_url,
             channel=self.channel,
             conversation_id=self.conversation_id or None,
             file_name=self.file_name,
             properties=self.properties,
-            credentials=_credentials(self.api_key_360, self.oauth, self.headers),
+            credentials=_credentials(self.api_key_360, oauth, self.headers),
         )
 
 
-class FileEngineImportBody(BaseModel):
+class FileEngineImportBody(_Body):
     """`POST /file-engine/api/uploadFileFromUrl` (JSON or a urlencoded form)."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    source_url: str = Field(alias="sourceUrl", min_length=1)
+    FIELD_ERRORS = {"sourceUrl": InvalidSourceUrl}
+    source_url: Url = Field(alias="sourceUrl")
     channel: str = Field(min_length=1)
     conversation_id: str | None = Field(None, alias="conversationId")
     file_name: str | None = Field(None, alias="fileName")
-    oauth: dict[str, Any] | str | None = Field(
+    oauth: OAuth | Annotated[str, Field(pattern=HEADER_VALUE_PATTERN)] | None = Field(
         None, description="An object as in the native API, that object as JSON, or a token"
     )
-    api_key_360: str | None = Field(None, alias="APIKey360")
+    api_key_360: Credential | Literal[""] | None = Field(None, alias="APIKey360")
     mime_type: str | None = Field(None, description=_TYPE_NOTE)
 
     def to_request(self) -> ImportRequest:
         """The import this body asks for."""
-        oauth = self.oauth
-        if isinstance(oauth, str):
-            oauth = (_json_object(oauth) or {"accessToken": oauth}) if oauth.strip() else None
+        oauth: dict[str, Any] | None = None
+        if isinstance(self.oauth, BaseModel):
+            oauth = self.oauth.model_dump(by_alias=True, exclude_none=True)
+        elif isinstance(self.oauth, str) and self.oauth.strip():
+            oauth = _json_object(self.oauth) or {"accessToken": self.oauth}
         return ImportRequest(
             source_url=self.source_url,
             channel=self.channel,
@@ -75,17 +174,25 @@ class FileEngineImportBody(BaseModel):
         )
 
 
-class ExternalBody(BaseModel):
+class ExternalFileBody(BaseModel):
+    """A file kept elsewhere, as a message carries it."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+    url: Url
+    name: str | None = None
+    content_type: ContentType = Field(alias="contentType")
+    size: Size
+
+
+class ExternalBody(ExternalFileBody):
     """`POST /v1/files/external`."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    url: str = Field(min_length=1, description="Absolute http(s) URL of the file")
-    name: str | None = None
-    content_type: str = Field(alias="contentType", min_length=1)
-    size: StrictInt = Field(ge=0, le=MAX_SIZE)
+    FIELD_ERRORS: ClassVar[dict[str, type[BadRequest]]] = {
+        "url": InvalidSourceUrl,
+        "properties": InvalidProperties,
+    }
     conversation_id: str | None = Field(None, alias="conversationId")
-    properties: dict[str, Any] = Field(default_factory=dict)
+    properties: Properties = Field(default_factory=dict)
 
     def to_info(self) -> ExternalInfo:
         """The reference this body describes."""
@@ -99,44 +206,77 @@ class ExternalBody(BaseModel):
         )
 
 
-class ExternalFileBody(BaseModel):
-    """A file kept elsewhere, as a message carries it."""
+def _message_variants(schema: dict[str, Any]) -> None:
+    """The shapes a message takes, for the document: text (with `body`, or Hybrid Chat's
+    `caption`), or media carrying exactly one of `fileId`, `file` and `mediaUrl`."""
+    null = {"type": "null"}
+    media = {"anyOf": [{"enum": list(MediaType.__args__)}, null]}  # type: ignore[attr-defined]
+    text = {"anyOf": [{"const": "TEXT"}, null]}
+    attachments = ("fileId", "file", "mediaUrl")
 
-    model_config = ConfigDict(extra="ignore")
+    def variant(required: str, kind: dict[str, Any], **more: Any) -> dict[str, Any]:
+        props = {a: null for a in attachments if a != required} | {"type": kind}
+        props |= {required: {"not": null}} | more
+        return {"required": [required], "properties": props}
 
-    url: str = Field(min_length=1)
-    name: str | None = None
-    content_type: str = Field(alias="contentType", min_length=1)
-    size: StrictInt = Field(ge=0, le=MAX_SIZE)
+    words = {"type": "string", "minLength": 1}
+    schema["anyOf"] = [
+        variant("body", text, fileId=null, body=words),
+        variant("caption", text, fileId=null, body=null, caption=words),
+        variant("fileId", media),
+        variant("file", media),
+        variant("mediaUrl", media),
+    ]
 
 
-class MessageBody(BaseModel):
+class MessageBody(_Body):
     """`POST /v1/conversations/{conversationId}/messages` as JSON: a text message, or a
     media message carrying `fileId` (a stored file), `file` (an external one) or Hybrid
     Chat's `mediaUrl` (with `caption`, `mimeType`, `fileName`, `size`)."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    type: str | None = Field(None, description="TEXT, FILE, IMAGE, VIDEO or AUDIO")
+    model_config = ConfigDict(json_schema_extra=_message_variants)
+    FIELD_ERRORS = {
+        "mediaUrl": InvalidSourceUrl,
+        "file.url": InvalidSourceUrl,
+        "properties": InvalidProperties,
+    }
+    type: Literal["TEXT", "FILE", "IMAGE", "VIDEO", "AUDIO"] | None = Field(
+        None, description="Derived from the file's type when absent"
+    )
     body: str | None = None
     file_id: str | None = Field(None, alias="fileId")
     file: ExternalFileBody | None = None
-    media_url: str | None = Field(None, alias="mediaUrl")
-    caption: str | None = None
-    mime_type: str | None = Field(None, alias="mimeType")
+    media_url: Url | None = Field(None, alias="mediaUrl")
+    caption: str | None = Field(None, description="The body, when `body` is absent")
+    mime_type: ContentType | Literal[""] | None = Field(None, alias="mimeType")
     file_name: str | None = Field(None, alias="fileName")
-    size: StrictInt | None = Field(None, ge=0, le=MAX_SIZE)
+    size: Size | None = None
     group_tag: str | None = Field(None, alias="groupTag")
-    properties: dict[str, Any] = Field(default_factory=dict)
+    properties: Properties = Field(default_factory=dict)
     sender: dict[str, Any] | None = Field(None, description="Defaults to the API key")
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> MessageBody:
+        given = [x for x in (self.file_id, self.file, self.media_url) if x is not None]
+        if len(given) > 1:
+            raise ValueError("give at most one of fileId, file and mediaUrl")
+        if not given and self.type not in (None, "TEXT"):
+            raise ValueError(f"a {self.type} message needs fileId, file or mediaUrl")
+        if not given and not self.text:
+            raise ValueError("a TEXT message needs a body")
+        if given and self.type == "TEXT":
+            raise ValueError("a TEXT message cannot carry a file; use FILE, IMAGE, VIDEO or AUDIO")
+        return self
+
+    @property
+    def text(self) -> str | None:
+        """The message's text: `body`, else Hybrid Chat's `caption`."""
+        return self.body if self.body is not None else self.caption
 
     def to_post(
         self, conversation_id: str, sender: dict[str, Any]
     ) -> tuple[MessageDraft, Attachment | None]:
         """The message and the file it carries."""
-        given = [x for x in (self.file_id, self.file, self.media_url) if x is not None]
-        if len(given) > 1:
-            raise BadRequest("give at most one of fileId, file and mediaUrl")
         attachment: Attachment | None = None
         if self.file_id is not None:
             attachment = StoredFile(self.file_id)
@@ -153,21 +293,22 @@ class MessageBody(BaseModel):
             conversation_id=conversation_id,
             sender=self.sender or sender,
             type=self.type,
-            body=self.body if self.body is not None else self.caption,
+            body=self.text,
             group_tag=self.group_tag,
             properties=self.properties,
         )
         return draft, attachment
 
 
-class WebhookBody(BaseModel):
+class WebhookBody(_Body):
     """`POST /v1/webhooks`."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    url: str = Field(min_length=1)
-    events: list[str] | None = Field(None, description='Event types, or ["*"] (the default)')
-    secret: str | None = Field(None, description="Generated when absent, and shown once")
+    FIELD_ERRORS = {"url": InvalidSourceUrl}
+    url: Url
+    events: list[EventType] | None = Field(None, description='Event types; ["*"], the default')
+    secret: str | None = Field(
+        None, min_length=MIN_SECRET_LENGTH, description="Generated when absent, and shown once"
+    )
 
 
 def _credentials(

@@ -12,7 +12,7 @@ from chatmedia.db.engine import Conn
 from chatmedia.db.files import Files
 from chatmedia.egress.urls import parse_source_url
 from chatmedia.errors import BadRequest, UnsupportedMediaType
-from chatmedia.mediatypes import is_mime_type
+from chatmedia.mediatypes import declared_type
 from chatmedia.models import FileRecord
 from chatmedia.naming import sanitize_name, stored_name
 from chatmedia.pipelines.upload import log_file_event, new_file_id, unique_stored_name
@@ -46,8 +46,8 @@ async def add_external_file(conn: Conn, services: Services, info: ExternalInfo) 
     no bytes to look at); its size from 0 to 2**63-1."""
     # 1. Check what the client says.
     url = parse_source_url(info.url)
-    content_type = info.content_type.strip().lower()
-    if not is_mime_type(content_type):
+    content_type = declared_type(info.content_type)
+    if content_type is None:
         raise BadRequest("contentType must be a MIME type such as image/png")
     if not services.settings.type_policy.permits(content_type):
         raise UnsupportedMediaType(f"files of type {content_type} are not allowed")

@@ -45,7 +45,7 @@ async def list_files(
 ) -> Page:
     """A page of files, newest first; `cursor` is the previous page's `next_cursor`.
     Pages stay consistent while files are added: a cursor marks a position, not an offset."""
-    before = decode_cursor(cursor) if cursor else None
+    before = decode_cursor(cursor) if cursor is not None else None
     async with services.db.read() as conn:
         items, last_seq = await Files(conn).page(conversation_id, limit, before)
     return Page(items=tuple(items), next_cursor=encode_cursor(last_seq) if last_seq else None)

@@ -107,7 +107,7 @@ async def list_messages(
     services: Services, conversation_id: str, limit: int, before: str | None
 ) -> tuple[list[Posted], str | None]:
     """A page of messages, newest first, and the cursor of the next page."""
-    before_seq = decode_cursor(before) if before else None
+    before_seq = decode_cursor(before) if before is not None else None
     async with services.db.read() as conn:
         messages, last_seq = await Messages(conn).page(conversation_id, limit, before_seq)
         files = await Files(conn).get_many({m.file_id for m in messages if m.file_id})

@@ -11,6 +11,7 @@ after a crash the lease runs out and the delivery is tried again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -18,6 +19,7 @@ import logging
 import random
 import secrets
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import anyio
@@ -25,7 +27,7 @@ import anyio
 from chatmedia.cursors import decode_cursor, encode_cursor
 from chatmedia.db.webhooks import Claimed, Delivery, Webhook, Webhooks
 from chatmedia.egress.urls import parse_source_url
-from chatmedia.errors import BadRequest, ChatMediaError, WebhookNotFound
+from chatmedia.errors import BadRequest, ChatMediaError, SourceError, WebhookNotFound
 from chatmedia.services import BACKEND_OUTAGES, Services
 from chatmedia.views import event_view
 
@@ -46,13 +48,16 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
 
 
 async def create_webhook(
-    services: Services, url: str, events: list[str] | None, secret: str | None
+    services: Services, url: str, events: Sequence[str] | None, secret: str | None
 ) -> Webhook:
     """Register a receiver of `events` (all when None or ["*"]). Its URL obeys the import
     destination policy, checked now and at every delivery. The secret is generated when
     not given; it is returned here and never shown again."""
     target = parse_source_url(url)
-    await services.fetcher.destination(target)  # DestinationNotAllowed (403) before saving
+    # DestinationNotAllowed (403) before saving; a name that does not resolve (yet) cannot
+    # be judged now, and every delivery checks again.
+    with contextlib.suppress(SourceError):
+        await services.fetcher.destination(target)
     kinds = tuple(events or ["*"])
     unknown = [k for k in kinds if k != "*" and k not in EVENT_TYPES]
     if unknown:
@@ -99,7 +104,7 @@ async def list_deliveries(
     """A page of a webhook's deliveries, newest first (attempts, last status and error),
     and the cursor of the next page."""
     await get_webhook(services, hook_id)
-    before = decode_cursor(cursor) if cursor else None
+    before = decode_cursor(cursor) if cursor is not None else None
     async with services.db.read() as conn:
         page, next_seq = await Webhooks(conn).deliveries(hook_id, limit, before)
     return page, encode_cursor(next_seq) if next_seq else None

@@ -17,13 +17,24 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
-from chatmedia.errors import ChatMediaError
+from chatmedia.errors import ChatMediaError, FileNotFound
 from chatmedia.http.content import content_response
 from chatmedia.http.deps import get_services, require_key
-from chatmedia.http.forms import compat_info, read_form
+from chatmedia.http.forms import NOT_BLANK, compat_info, read_form
 from chatmedia.http.jsonbody import json_body_doc, read_body, validate
-from chatmedia.http.routes.files import UPLOAD_FORM
+from chatmedia.http.openapi import answers
+from chatmedia.http.routes.files import (
+    CONTENT_ANSWERS,
+    FORM_ERRORS,
+    IDEMPOTENCY_KEY,
+    IDEMPOTENT,
+    IMPORT_ERRORS,
+    TEXT_PART,
+    UPLOAD_ERRORS,
+    form_doc,
+)
 from chatmedia.http.schemas import FileEngineImportBody
+from chatmedia.http.shapes import FileEngineError, FileEngineUpload, FileStat
 from chatmedia.models import FileRecord
 from chatmedia.pipelines.fetch import import_file
 from chatmedia.pipelines.files import get_file_by_stored_name
@@ -38,10 +49,34 @@ Filename = Annotated[str, Query(min_length=1, description="The file's stored nam
 UPLOAD_FAILED = "An error occurred while uploading file."
 
 
+def _file_engine_answers(*errors: type[ChatMediaError]) -> dict[int | str, dict[str, Any]]:
+    """200, and the errors in the file-engine's convention and shape: the client's as 404,
+    the server's as 500. The Idempotency-Key checks answer before the route, as natively."""
+    client = [e.code for e in errors if e.status < 500]
+    server = [e.code for e in errors if e.status >= 500] + ["internal_error"]
+    shape = {"model": FileEngineError}
+    return answers(*IDEMPOTENT, ok=FileEngineUpload) | {
+        404: {"description": ", ".join(dict.fromkeys(client)), **shape},
+        500: {"description": ", ".join(dict.fromkeys(server)), **shape},
+    }
+
+
 @router.post(
     "/uploadFileStream",
     dependencies=[Depends(require_key)],
-    openapi_extra=UPLOAD_FORM,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": form_doc(
+                {"conversationId": TEXT_PART | {"pattern": NOT_BLANK}},
+                loose=True,
+                required=("conversationId",),
+            ),
+        },
+        "parameters": [IDEMPOTENCY_KEY],
+    },
+    response_model=None,
+    responses=_file_engine_answers(*FORM_ERRORS, *UPLOAD_ERRORS),
     summary="Upload a file (parts: file, conversationId)",
 )
 async def upload_file_stream(request: Request, services: ServicesDep) -> JSONResponse:
@@ -81,10 +116,23 @@ def _upload_failed(status: int, error: dict[str, str]) -> JSONResponse:
     return JSONResponse({"message": UPLOAD_FAILED, "error": error}, status_code=status)
 
 
+_IMPORT_DOC = json_body_doc(FileEngineImportBody, IDEMPOTENCY_KEY)
+# The same fields as a urlencoded form, where every value is text: `oauth` as a token or
+# as the object's JSON.
+_IMPORT_FORM = FileEngineImportBody.model_json_schema(by_alias=True)
+_IMPORT_FORM["properties"]["oauth"] = _IMPORT_FORM["properties"]["oauth"]["anyOf"][2]
+_IMPORT_FORM.pop("$defs")
+_IMPORT_DOC["requestBody"]["content"]["application/x-www-form-urlencoded"] = {
+    "schema": _IMPORT_FORM
+}
+
+
 @router.post(
     "/uploadFileFromUrl",
     dependencies=[Depends(require_key)],
-    openapi_extra=json_body_doc(FileEngineImportBody),
+    openapi_extra=_IMPORT_DOC,
+    response_model=None,
+    responses=_file_engine_answers(*IMPORT_ERRORS),
     summary="Import a file from a URL (JSON or urlencoded form)",
 )
 async def upload_file_from_url(request: Request, services: ServicesDep) -> JSONResponse:
@@ -98,8 +146,20 @@ async def _import(request: Request, services: Services) -> FileRecord:
     return await import_file(services, body.to_request())
 
 
-@router.get("/downloadFileStream", summary="Download by name", operation_id="downloadFileStream")
-@router.head("/downloadFileStream", summary="Headers by name", operation_id="headFileStream")
+@router.get(
+    "/downloadFileStream",
+    response_class=Response,
+    responses=CONTENT_ANSWERS,
+    summary="Download by name",
+    operation_id="downloadFileStream",
+)
+@router.head(
+    "/downloadFileStream",
+    response_class=Response,
+    responses=CONTENT_ANSWERS,
+    summary="Headers by name",
+    operation_id="headFileStream",
+)
 async def download_file_stream(
     request: Request, services: ServicesDep, filename: Filename
 ) -> Response:
@@ -108,7 +168,13 @@ async def download_file_stream(
     return await content_response(request, record, services)
 
 
-@router.get("/getFileStat", dependencies=[Depends(require_key)], summary="A file's stat")
+@router.get(
+    "/getFileStat",
+    dependencies=[Depends(require_key)],
+    response_model=None,
+    responses=answers(FileNotFound, ok=FileStat),
+    summary="A file's stat",
+)
 async def get_file_stat(services: ServicesDep, filename: Filename) -> dict[str, Any]:
     """`{"name", "type", "size", "etag", "lastModified"}`."""
     record = await get_file_by_stored_name(services, filename)

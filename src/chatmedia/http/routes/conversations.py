@@ -5,16 +5,33 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from chatmedia.errors import BadRequest
-from chatmedia.http.deps import get_services, require_key
+from chatmedia.errors import (
+    FileNotFound,
+    InvalidCursor,
+    InvalidSourceUrl,
+    MessageNotFound,
+    RequestTooLarge,
+)
+from chatmedia.http.deps import bearer, get_services, require_key
 from chatmedia.http.forms import message_info, read_form
 from chatmedia.http.jsonbody import json_body_doc, read_body, validate
-from chatmedia.http.routes.files import UPLOAD_FORM
+from chatmedia.http.openapi import EVENT_STREAM, LOCATION, answers
+from chatmedia.http.routes.files import (
+    CURSOR,
+    FORM_ERRORS,
+    IDEMPOTENCY_KEY,
+    IDEMPOTENT,
+    TEXT_PART,
+    UPLOAD_ERRORS,
+    form_doc,
+)
 from chatmedia.http.schemas import MessageBody
+from chatmedia.http.shapes import Message, MessagePage, StreamLink
 from chatmedia.models import ApiKey, Event
 from chatmedia.pipelines import events, messages
 from chatmedia.pipelines.keys import authenticate
@@ -27,8 +44,19 @@ KeyDep = Annotated[ApiKey, Depends(require_key)]
 ConversationId = Annotated[str, Path(alias="conversationId", min_length=1, max_length=255)]
 MAX_PAGE = 1000
 
-_POST_DOC = json_body_doc(MessageBody)
-_POST_DOC["requestBody"]["content"] |= UPLOAD_FORM["requestBody"]["content"]
+_POST_DOC = json_body_doc(MessageBody, IDEMPOTENCY_KEY)
+_POST_DOC["requestBody"]["content"] |= form_doc(
+    {
+        "body": TEXT_PART,
+        "groupTag": TEXT_PART,
+        "type": {"enum": ["FILE", "IMAGE", "VIDEO", "AUDIO"]},
+        "properties": {"type": "object"},
+    },
+    loose=True,
+)
+LAST_EVENT_ID = "^[0-9]{1,18}$"
+# A browser's EventSource cannot send a header: a stream token in the query instead.
+_STREAM_AUTH: dict[str, Any] = {"security": [{bearer.scheme_name: []}, {"streamToken": []}]}
 
 
 def key_sender(key: ApiKey) -> dict[str, Any]:
@@ -40,6 +68,18 @@ def key_sender(key: ApiKey) -> dict[str, Any]:
     "/conversations/{conversationId}/messages",
     status_code=201,
     openapi_extra=_POST_DOC,
+    response_model=None,
+    responses=answers(
+        *FORM_ERRORS,
+        *UPLOAD_ERRORS,
+        *IDEMPOTENT,
+        InvalidSourceUrl,
+        RequestTooLarge,
+        FileNotFound,
+        ok=Message,
+        status=201,
+        headers=LOCATION,
+    ),
     summary="Post a message",
 )
 async def post_message(
@@ -59,17 +99,22 @@ async def post_message(
         draft, attachment = body.to_post(conversation_id, sender)
         message, file = await messages.post_message(services, draft, attachment)
     base = services.settings.public_url
-    location = f"{base}/v1/conversations/{conversation_id}/messages/{message.id}"
+    location = f"{base}/v1/conversations/{quote(conversation_id, safe='')}/messages/{message.id}"
     return JSONResponse(message_view(message, file, base), 201, {"Location": location})
 
 
-@router.get("/conversations/{conversationId}/messages", summary="List messages, newest first")
+@router.get(
+    "/conversations/{conversationId}/messages",
+    response_model=None,
+    responses=answers(InvalidCursor, ok=MessagePage),
+    summary="List messages, newest first",
+)
 async def list_messages(
     conversation_id: ConversationId,
     services: ServicesDep,
     _key: KeyDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-    before: str | None = None,
+    before: Annotated[str | None, CURSOR] = None,
 ) -> dict[str, Any]:
     """A page of messages; pass `nextCursor` back as `before` for the next page."""
     page, cursor = await messages.list_messages(services, conversation_id, limit, before)
@@ -77,7 +122,12 @@ async def list_messages(
     return {"items": [message_view(m, f, base) for m, f in page], "nextCursor": cursor}
 
 
-@router.get("/conversations/{conversationId}/messages/{messageId}", summary="A message")
+@router.get(
+    "/conversations/{conversationId}/messages/{messageId}",
+    response_model=None,
+    responses=answers(MessageNotFound, ok=Message),
+    summary="A message",
+)
 async def get_message(
     conversation_id: ConversationId,
     message_id: Annotated[str, Path(alias="messageId")],
@@ -92,6 +142,8 @@ async def get_message(
 @router.delete(
     "/conversations/{conversationId}/messages/{messageId}",
     status_code=204,
+    response_class=Response,
+    responses=answers(MessageNotFound),
     summary="Delete a message",
 )
 async def delete_message(
@@ -106,25 +158,37 @@ async def delete_message(
     return Response(status_code=204)
 
 
-@router.post("/conversations/{conversationId}/events/token", summary="A signed stream URL")
+@router.post(
+    "/conversations/{conversationId}/events/token",
+    response_model=None,
+    responses=answers(ok=StreamLink),
+    summary="A signed stream URL",
+)
 async def stream_token(
     conversation_id: ConversationId, services: ServicesDep, key: KeyDep
 ) -> dict[str, str]:
     """A short-lived URL of this conversation's event stream that needs no header (for a
     browser's EventSource)."""
     token, expires = await events.stream_token(services, conversation_id, key)
-    url = f"{services.settings.public_url}/v1/conversations/{conversation_id}/events?token={token}"
+    path = f"/v1/conversations/{quote(conversation_id, safe='')}/events"
+    url = f"{services.settings.public_url}{path}?token={token}"
     return {"url": url, "expiresAt": timestamp(expires)}
 
 
-@router.get("/conversations/{conversationId}/events", summary="A conversation's events (SSE)")
+@router.get(
+    "/conversations/{conversationId}/events",
+    response_class=StreamingResponse,
+    responses=answers(ok=EVENT_STREAM),
+    openapi_extra=_STREAM_AUTH,
+    summary="A conversation's events (SSE)",
+)
 async def conversation_events(
     conversation_id: ConversationId,
     request: Request,
     services: ServicesDep,
-    token: str | None = None,
-    last_event_id: Annotated[str | None, Header()] = None,
-    since: Annotated[str | None, Query(alias="lastEventId")] = None,
+    token: Annotated[str | None, Query(include_in_schema=False)] = None,
+    last_event_id: Annotated[str | None, Header(pattern=LAST_EVENT_ID)] = None,
+    since: Annotated[str | None, Query(alias="lastEventId", pattern=LAST_EVENT_ID)] = None,
 ) -> StreamingResponse:
     """Server-Sent Events of the conversation: message.created, message.deleted,
     file.created, file.deleted. Resume with `Last-Event-ID` (or `?lastEventId=`)."""
@@ -135,12 +199,17 @@ async def conversation_events(
     return _stream(services, conversation_id, last_event_id or since)
 
 
-@router.get("/events", summary="Every conversation's events (SSE)")
+@router.get(
+    "/events",
+    response_class=StreamingResponse,
+    responses=answers(ok=EVENT_STREAM),
+    summary="Every conversation's events (SSE)",
+)
 async def all_events(
     services: ServicesDep,
     _key: KeyDep,
-    last_event_id: Annotated[str | None, Header()] = None,
-    since: Annotated[str | None, Query(alias="lastEventId")] = None,
+    last_event_id: Annotated[str | None, Header(pattern=LAST_EVENT_ID)] = None,
+    since: Annotated[str | None, Query(alias="lastEventId", pattern=LAST_EVENT_ID)] = None,
 ) -> StreamingResponse:
     """Server-Sent Events of all conversations (and of files in none)."""
     return _stream(services, None, last_event_id or since)
@@ -149,8 +218,6 @@ async def all_events(
 def _stream(
     services: Services, conversation_id: str | None, after: str | None
 ) -> StreamingResponse:
-    if after is not None and not (after.isdigit() and len(after) < 20):
-        raise BadRequest("Last-Event-ID must be an event id")
     followed = events.follow_events(services, conversation_id, int(after) if after else None)
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(_sse(followed), media_type="text/event-stream", headers=headers)

@@ -7,11 +7,34 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from chatmedia.cursors import CURSOR_PATTERN
+from chatmedia.errors import (
+    DestinationNotAllowed,
+    FieldTooLarge,
+    FileNotFound,
+    FileTooLarge,
+    IdempotencyKeyInProgress,
+    IdempotencyKeyReused,
+    InvalidCursor,
+    InvalidIdempotencyKey,
+    InvalidMultipart,
+    InvalidProperties,
+    InvalidSourceUrl,
+    PreconditionFailed,
+    RangeNotSatisfiable,
+    RequestTooLarge,
+    SourceError,
+    SourceTimeout,
+    UnsupportedMediaType,
+)
 from chatmedia.http.content import content_response
 from chatmedia.http.deps import get_services, require_key
 from chatmedia.http.forms import native_info, read_form
 from chatmedia.http.jsonbody import json_body_doc, read_body, validate
+from chatmedia.http.multipart import MAX_FIELD_LENGTH, MAX_PARTS, PART_NAME_PATTERN
+from chatmedia.http.openapi import BINARY, LOCATION, answers
 from chatmedia.http.schemas import ExternalBody, ImportBody
+from chatmedia.http.shapes import ClientConfig, File, FilePage
 from chatmedia.models import FileRecord
 from chatmedia.pipelines import files
 from chatmedia.pipelines.external import create_external_file
@@ -23,29 +46,83 @@ from chatmedia.views import file_view
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], tags=["files"])
 ServicesDep = Annotated[Services, Depends(get_services)]
 
-UPLOAD_FORM: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "required": ["file"],
-                    "properties": {
-                        "file": {"type": "string", "format": "binary"},
-                        "conversationId": {"type": "string"},
-                        "name": {"type": "string", "description": "Overrides the filename"},
-                        "properties": {"type": "string", "description": "A JSON object"},
-                    },
-                    "additionalProperties": {"type": "string"},
-                }
-            }
-        },
-    }
+# The pattern is checked by decode_cursor, for its own error code (invalid_cursor).
+CURSOR = Query(
+    description="`nextCursor` of the previous page", json_schema_extra={"pattern": CURSOR_PATTERN}
+)
+# Every POST that creates something takes an Idempotency-Key (chatmedia.http.idempotency).
+IDEMPOTENCY_KEY: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "A retry with the same key and request within 24 h gets the first answer",
+    "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
 }
+IDEMPOTENT = (InvalidIdempotencyKey, IdempotencyKeyInProgress, IdempotencyKeyReused)
+# What an upload can be refused for, the form aside.
+UPLOAD_ERRORS = (FileTooLarge, UnsupportedMediaType)
+FORM_ERRORS = (InvalidMultipart, InvalidProperties, FieldTooLarge)
+IMPORT_ERRORS = (
+    InvalidSourceUrl,
+    InvalidProperties,
+    RequestTooLarge,
+    DestinationNotAllowed,
+    SourceError,
+    SourceTimeout,
+    *UPLOAD_ERRORS,
+)
+EXTERNAL_ERRORS = (InvalidSourceUrl, InvalidProperties, RequestTooLarge, UnsupportedMediaType)
+CREATED: dict[str, Any] = {"ok": File, "status": 201, "headers": LOCATION}
 
 
-@router.post("/files", status_code=201, openapi_extra=UPLOAD_FORM, summary="Upload a file")
+# One text part. Untyped, as every part is text on the wire whatever a client serialized
+# into it, but never an array, which multipart sends as a part repeated under one name.
+TEXT_PART: dict[str, Any] = {"type": ["string", "number", "integer", "boolean", "object", "null"]}
+
+
+def form_doc(
+    fields: dict[str, Any], *, loose: bool, required: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """OpenAPI for a multipart/form-data body: a `file` part and the text parts `fields`
+    (`loose`: any other text part too, kept as a property). Each part names itself in a
+    `Content-Disposition: form-data` header (RFC 7578 §4.2); at most 64 text parts of at
+    most 64 Ki characters each. `properties` is a JSON object, sent as its JSON text."""
+    text = TEXT_PART | {"maxLength": MAX_FIELD_LENGTH}
+    schema: dict[str, Any] = {
+        "type": "object",
+        "required": ["file", *required],
+        "properties": {"file": {"type": "string", "format": "binary"}} | fields,
+        "maxProperties": MAX_PARTS,
+        "propertyNames": {"pattern": PART_NAME_PATTERN},
+        "additionalProperties": text if loose else False,
+    }
+    form = {"schema": schema}
+    if "properties" in fields:
+        form["encoding"] = {"properties": {"contentType": "application/json"}}
+    return {"multipart/form-data": form}
+
+
+UPLOAD_FORM = form_doc(
+    {
+        "conversationId": TEXT_PART,
+        "name": TEXT_PART | {"description": "Overrides the part's filename"},
+        "properties": {"type": "object", "description": "Kept with the file"},
+    },
+    loose=True,
+)
+
+
+@router.post(
+    "/files",
+    status_code=201,
+    openapi_extra={
+        "requestBody": {"required": True, "content": UPLOAD_FORM},
+        "parameters": [IDEMPOTENCY_KEY],
+    },
+    response_model=None,
+    responses=answers(*FORM_ERRORS, *UPLOAD_ERRORS, *IDEMPOTENT, **CREATED),
+    summary="Upload a file",
+)
 async def upload_file(request: Request, services: ServicesDep) -> JSONResponse:
     """Upload one file as multipart/form-data; other text parts become properties."""
     form = read_form(request)
@@ -56,7 +133,9 @@ async def upload_file(request: Request, services: ServicesDep) -> JSONResponse:
 @router.post(
     "/files/import",
     status_code=201,
-    openapi_extra=json_body_doc(ImportBody),
+    openapi_extra=json_body_doc(ImportBody, IDEMPOTENCY_KEY),
+    response_model=None,
+    responses=answers(*IMPORT_ERRORS, *IDEMPOTENT, **CREATED),
     summary="Import a file from a URL",
 )
 async def import_from_url(request: Request, services: ServicesDep) -> JSONResponse:
@@ -69,7 +148,9 @@ async def import_from_url(request: Request, services: ServicesDep) -> JSONRespon
 @router.post(
     "/files/external",
     status_code=201,
-    openapi_extra=json_body_doc(ExternalBody),
+    openapi_extra=json_body_doc(ExternalBody, IDEMPOTENCY_KEY),
+    response_model=None,
+    responses=answers(*EXTERNAL_ERRORS, *IDEMPOTENT, **CREATED),
     summary="Record a file kept elsewhere",
 )
 async def create_external(request: Request, services: ServicesDep) -> JSONResponse:
@@ -86,12 +167,17 @@ def _created(record: FileRecord, services: Services) -> JSONResponse:
     return JSONResponse(file_view(record, base), 201, headers)
 
 
-@router.get("/files", summary="List files, newest first")
+@router.get(
+    "/files",
+    response_model=None,
+    responses=answers(InvalidCursor, ok=FilePage),
+    summary="List files, newest first",
+)
 async def list_files(
     services: ServicesDep,
     conversation_id: Annotated[str | None, Query(alias="conversationId")] = None,
     limit: Annotated[int, Query(ge=1, le=files.MAX_PAGE_SIZE)] = 50,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, CURSOR] = None,
 ) -> dict[str, Any]:
     """A page of files; pass `nextCursor` back as `cursor` for the next page."""
     page = await files.list_files(services, conversation_id, limit, cursor)
@@ -99,28 +185,66 @@ async def list_files(
     return {"items": [file_view(r, base) for r in page.items], "nextCursor": page.next_cursor}
 
 
-@router.get("/files/{file_id}", summary="A file's metadata")
+@router.get(
+    "/files/{file_id}",
+    response_model=None,
+    responses=answers(FileNotFound, ok=File),
+    summary="A file's metadata",
+)
 async def get_file(file_id: str, services: ServicesDep) -> dict[str, Any]:
     """The File."""
     return file_view(await files.get_file(services, file_id), services.settings.public_url)
 
 
-@router.get("/files/{file_id}/content", summary="A file's bytes", operation_id="getContent")
-@router.head("/files/{file_id}/content", summary="A file's headers", operation_id="headContent")
+CONTENT_ANSWERS: dict[int | str, dict[str, Any]] = answers(
+    FileNotFound, PreconditionFailed, RangeNotSatisfiable, ok=BINARY
+) | {
+    206: {"description": "One range (RFC 9110 §14)", "content": BINARY},
+    304: {"description": "Not modified (If-None-Match, If-Modified-Since)"},
+    307: {"description": "Where an EXTERNAL file, or a presigned copy, is"},
+}
+
+
+@router.get(
+    "/files/{file_id}/content",
+    response_class=Response,
+    responses=CONTENT_ANSWERS,
+    summary="A file's bytes",
+    operation_id="getContent",
+)
+@router.head(
+    "/files/{file_id}/content",
+    response_class=Response,
+    responses=CONTENT_ANSWERS,
+    summary="A file's headers",
+    operation_id="headContent",
+)
 async def get_content(file_id: str, request: Request, services: ServicesDep) -> Response:
     """The bytes, with Range (one range), ETag and conditional requests."""
     record = await files.get_file(services, file_id)
     return await content_response(request, record, services)
 
 
-@router.delete("/files/{file_id}", status_code=204, summary="Delete a file")
+@router.delete(
+    "/files/{file_id}",
+    status_code=204,
+    response_class=Response,
+    responses=answers(FileNotFound),
+    summary="Delete a file",
+)
 async def delete_file(file_id: str, services: ServicesDep) -> Response:
     """Delete the file's metadata and, when no other file shares them, its bytes."""
     await files.delete_file(services, file_id)
     return Response(status_code=204)
 
 
-@router.get("/config", tags=["system"], summary="Limits a client needs")
+@router.get(
+    "/config",
+    tags=["system"],
+    response_model=None,
+    responses=answers(ok=ClientConfig),
+    summary="Limits a client needs",
+)
 async def client_config(services: ServicesDep) -> dict[str, Any]:
     """The upload size limit and the type policy."""
     settings = services.settings

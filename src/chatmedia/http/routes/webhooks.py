@@ -8,9 +8,20 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from chatmedia.db.webhooks import Delivery, Webhook
+from chatmedia.errors import (
+    DestinationNotAllowed,
+    InvalidCursor,
+    InvalidSourceUrl,
+    RequestTooLarge,
+    WebhookNotFound,
+)
 from chatmedia.http.deps import get_services, require_key
 from chatmedia.http.jsonbody import json_body_doc, read_body, validate
+from chatmedia.http.openapi import LOCATION, answers
+from chatmedia.http.routes.files import CURSOR
 from chatmedia.http.schemas import WebhookBody
+from chatmedia.http.shapes import DeliveryPage, WebhookList
+from chatmedia.http.shapes import Webhook as WebhookShape
 from chatmedia.pipelines import webhooks
 from chatmedia.services import Services
 from chatmedia.views import timestamp
@@ -52,7 +63,19 @@ def delivery_view(delivery: Delivery) -> dict[str, Any]:
 
 
 @router.post(
-    "/webhooks", status_code=201, openapi_extra=json_body_doc(WebhookBody), summary="Add a webhook"
+    "/webhooks",
+    status_code=201,
+    openapi_extra=json_body_doc(WebhookBody),
+    response_model=None,
+    responses=answers(
+        InvalidSourceUrl,
+        RequestTooLarge,
+        DestinationNotAllowed,
+        ok=WebhookShape,
+        status=201,
+        headers=LOCATION,
+    ),
+    summary="Add a webhook",
 )
 async def create_webhook(request: Request, services: ServicesDep) -> JSONResponse:
     """Every event of the chosen types is POSTed to `url`, signed with
@@ -63,13 +86,20 @@ async def create_webhook(request: Request, services: ServicesDep) -> JSONRespons
     return JSONResponse(webhook_view(hook, with_secret=True), 201, {"Location": location})
 
 
-@router.get("/webhooks", summary="List webhooks")
+@router.get(
+    "/webhooks", response_model=None, responses=answers(ok=WebhookList), summary="List webhooks"
+)
 async def list_webhooks(services: ServicesDep) -> dict[str, Any]:
     """Every webhook (secrets are not shown)."""
     return {"items": [webhook_view(h) for h in await webhooks.list_webhooks(services)]}
 
 
-@router.get("/webhooks/{webhookId}", summary="A webhook")
+@router.get(
+    "/webhooks/{webhookId}",
+    response_model=None,
+    responses=answers(WebhookNotFound, ok=WebhookShape),
+    summary="A webhook",
+)
 async def get_webhook(
     webhook_id: Annotated[str, Path(alias="webhookId")], services: ServicesDep
 ) -> dict[str, Any]:
@@ -77,7 +107,13 @@ async def get_webhook(
     return webhook_view(await webhooks.get_webhook(services, webhook_id))
 
 
-@router.delete("/webhooks/{webhookId}", status_code=204, summary="Delete a webhook")
+@router.delete(
+    "/webhooks/{webhookId}",
+    status_code=204,
+    response_class=Response,
+    responses=answers(WebhookNotFound),
+    summary="Delete a webhook",
+)
 async def delete_webhook(
     webhook_id: Annotated[str, Path(alias="webhookId")], services: ServicesDep
 ) -> Response:
@@ -86,12 +122,17 @@ async def delete_webhook(
     return Response(status_code=204)
 
 
-@router.get("/webhooks/{webhookId}/deliveries", summary="A webhook's deliveries")
+@router.get(
+    "/webhooks/{webhookId}/deliveries",
+    response_model=None,
+    responses=answers(WebhookNotFound, InvalidCursor, ok=DeliveryPage),
+    summary="A webhook's deliveries",
+)
 async def list_deliveries(
     webhook_id: Annotated[str, Path(alias="webhookId")],
     services: ServicesDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    cursor: str | None = None,
+    cursor: Annotated[str | None, CURSOR] = None,
 ) -> dict[str, Any]:
     """Newest first: status, attempts, last status and error of each."""
     page, next_cursor = await webhooks.list_deliveries(services, webhook_id, limit, cursor)

@@ -1,0 +1,143 @@
+"""The JSON the API answers with, as the OpenAPI document publishes it.
+
+These models document; they do not serialize (the views in chatmedia.views build the
+answers, without a validation pass on every response). schemathesis checks each answer
+against them in `make test`, so a view and its model cannot drift apart."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(_Shape):
+    code: str = Field(description="Stable, snake_case: what a client may branch on")
+    message: str = Field(description="For people; may change")
+
+
+class Error(_Shape):
+    """Every error of the native API."""
+
+    error: ErrorDetail
+
+
+class FileEngineError(_Shape):
+    """An upload refused in the file-engine's convention."""
+
+    message: str
+    error: ErrorDetail
+
+
+class File(_Shape):
+    """A HOSTED file (stored here) or an EXTERNAL one (a reference)."""
+
+    id: str
+    type: Literal["HOSTED", "EXTERNAL"]
+    name: str
+    stored_name: str = Field(alias="storedName")
+    content_type: str = Field(alias="contentType")
+    size: int
+    url: str = Field(description="The content URL of a HOSTED file; the reference of another")
+    sha256: str | None = Field(description="Hex SHA-256 of the content; null when EXTERNAL")
+    conversation_id: str | None = Field(alias="conversationId")
+    properties: dict[str, Any]
+    created_at: str = Field(alias="createdAt", description="ISO 8601, UTC")
+
+
+class FilePage(_Shape):
+    items: list[File]
+    next_cursor: str | None = Field(alias="nextCursor", description="null on the last page")
+
+
+class Message(_Shape):
+    id: str
+    conversation_id: str = Field(alias="conversationId")
+    type: Literal["TEXT", "FILE", "IMAGE", "VIDEO", "AUDIO"]
+    body: str | None
+    file: File | None = Field(description="null for text, or once the file was deleted")
+    group_tag: str | None = Field(alias="groupTag")
+    properties: dict[str, Any]
+    sender: dict[str, Any]
+    created_at: str = Field(alias="createdAt")
+
+
+class MessagePage(_Shape):
+    items: list[Message]
+    next_cursor: str | None = Field(alias="nextCursor")
+
+
+class Event(_Shape):
+    """What happened: `data` is the Message or File, as it was then."""
+
+    id: str
+    type: Literal["message.created", "message.deleted", "file.created", "file.deleted"]
+    conversation_id: str | None = Field(alias="conversationId")
+    created_at: str = Field(alias="createdAt")
+    data: Message | File
+
+
+class StreamLink(_Shape):
+    url: str
+    expires_at: str = Field(alias="expiresAt")
+
+
+class Webhook(_Shape):
+    id: str
+    url: str
+    events: list[str]
+    created_at: str = Field(alias="createdAt")
+    secret: str | None = Field(None, description="Only in the answer that created it")
+
+
+class WebhookList(_Shape):
+    items: list[Webhook]
+
+
+class Delivery(_Shape):
+    id: str
+    event_id: str = Field(alias="eventId")
+    event_type: str = Field(alias="eventType")
+    conversation_id: str | None = Field(alias="conversationId")
+    status: Literal["pending", "delivered", "failed"]
+    attempts: int
+    last_status: int | None = Field(alias="lastStatus")
+    last_error: str | None = Field(alias="lastError")
+    next_attempt_at: str | None = Field(alias="nextAttemptAt")
+    delivered_at: str | None = Field(alias="deliveredAt")
+    created_at: str = Field(alias="createdAt")
+
+
+class DeliveryPage(_Shape):
+    items: list[Delivery]
+    next_cursor: str | None = Field(alias="nextCursor")
+
+
+class ClientConfig(_Shape):
+    max_upload_size: int = Field(alias="maxUploadSize")
+    allowed_types: list[str] = Field(alias="allowedTypes")
+    blocked_types: list[str] = Field(alias="blockedTypes")
+
+
+class Status(_Shape):
+    status: Literal["ok"]
+
+
+class FileEngineUpload(_Shape):
+    message: str
+    etag: str = Field(description="Hex SHA-256 of the content")
+    name: str = Field(description="The stored name, for downloadFileStream")
+    type: str
+    size: int
+
+
+class FileStat(_Shape):
+    name: str
+    type: str
+    size: int
+    etag: str | None
+    last_modified: str = Field(alias="lastModified")
