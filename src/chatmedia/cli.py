@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, TypeVar, cast
 
@@ -22,6 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from chatmedia.access.principal import ADMIN
 from chatmedia.config import ConfigError, Settings, describe, load_settings
 from chatmedia.db.migrate import (
     SchemaBehind,
@@ -30,9 +32,12 @@ from chatmedia.db.migrate import (
     head_revision,
     upgrade,
 )
+from chatmedia.errors import ChatMediaError
 from chatmedia.pipelines import keys as key_pipeline
 from chatmedia.pipelines.files import sweep_expired
+from chatmedia.pipelines.keys import KeySpec
 from chatmedia.services import BACKEND_OUTAGES, Services, open_services
+from chatmedia.units import parse_duration
 
 app = typer.Typer(help="chatmedia: files and media for chat platforms.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
@@ -133,9 +138,34 @@ def gc() -> None:
 
 
 @keys_app.command("create")
-def keys_create(name: Annotated[str, typer.Option(help="A name to recognise the key by.")]) -> None:
+def keys_create(
+    name: Annotated[str, typer.Option(help="A name to recognise the key by.")],
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(help="A scope the key has (repeat it); without any, admin."),
+    ] = None,
+    tenant: Annotated[str | None, typer.Option(help="The tenant the key belongs to.")] = None,
+    conversation: Annotated[
+        list[str] | None,
+        typer.Option(help="A conversation id, or a prefix such as 'acme-*' (repeat it)."),
+    ] = None,
+    expires: Annotated[
+        str | None, typer.Option(help="How long the key lives, such as 30d or 12h.")
+    ] = None,
+) -> None:
     """Create a key; the key itself is printed alone on the last line."""
-    key, secret = _with_services(lambda s: key_pipeline.create_key(s, name))
+    try:
+        spec = KeySpec(
+            name=name,
+            scopes=key_pipeline.parse_scopes(scope) if scope else (ADMIN,),
+            tenant=tenant,
+            conversations=tuple(conversation) if conversation else None,
+            expires_at=datetime.now(UTC) + parse_duration(expires) if expires else None,
+        )
+        key, secret = _with_services(lambda s: key_pipeline.create_key(s, spec))
+    except (ChatMediaError, ValueError) as e:
+        err_console.print(getattr(e, "message", str(e)))
+        raise typer.Exit(1) from None
     console.print(f"created key {key.id} ({key.name}); it is shown only this once:")
     print(secret)
 
@@ -143,25 +173,39 @@ def keys_create(name: Annotated[str, typer.Option(help="A name to recognise the 
 @keys_app.command("list")
 def keys_list() -> None:
     """List keys (their secrets are not stored and cannot be shown)."""
-    table = Table("id", "name", "prefix", "created", "revoked")
+    table = Table(
+        "id", "name", "prefix", "scopes", "tenant", "conversations", "expires", "created",
+        "last used", "revoked",
+    )  # fmt: skip
     for key in _with_services(key_pipeline.list_keys):
-        revoked = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else ""
         table.add_row(
             key.id,
             key.name,
             key.prefix + "…",
-            key.created_at.isoformat(timespec="seconds"),
-            revoked,
+            " ".join(key.scopes),
+            key.tenant or "",
+            " ".join(key.conversations) if key.conversations is not None else "(any)",
+            _moment(key.expires_at),
+            _moment(key.created_at),
+            _moment(key.last_used_at),
+            _moment(key.revoked_at),
         )
-    console.print(table)
+    # Piped, not to a terminal: no width to fit, so nothing is cut.
+    (console if console.is_terminal else Console(width=240)).print(table)
+
+
+def _moment(moment: datetime | None) -> str:
+    return moment.isoformat(timespec="minutes") if moment else ""
 
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: str) -> None:
     """Revoke a key: requests with it get 401 from then on."""
-    if not _with_services(lambda s: key_pipeline.revoke_key(s, key_id)):
-        err_console.print(f"no active key with id {key_id}")
-        raise typer.Exit(1)
+    try:
+        _with_services(lambda s: key_pipeline.revoke_key(s, key_id))
+    except ChatMediaError as e:
+        err_console.print(e.message)
+        raise typer.Exit(1) from None
     console.print(f"revoked {key_id}")
 
 

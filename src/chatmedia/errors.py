@@ -10,11 +10,16 @@ handler (chatmedia.http.responses) renders them all as
     │   ├── InvalidProperties
     │   └── InvalidCursor
     ├── Unauthorized (401)
-    ├── DestinationNotAllowed (403)
+    ├── Forbidden (403)
+    │   ├── DestinationNotAllowed
+    │   ├── MissingScope
+    │   ├── ConversationNotAllowed
+    │   └── TenantNotAllowed
     ├── NotFound (404)
     │   ├── FileNotFound
     │   ├── MessageNotFound
-    │   └── WebhookNotFound
+    │   ├── WebhookNotFound
+    │   └── KeyNotFound
     ├── IdempotencyKeyInProgress (409)
     ├── PreconditionFailed (412)
     ├── FileTooLarge (413)
@@ -81,11 +86,33 @@ class Unauthorized(ChatMediaError):
         return {"WWW-Authenticate": 'Bearer realm="chatmedia"'}
 
 
-class DestinationNotAllowed(ChatMediaError):
+class Forbidden(ChatMediaError):
+    code = "forbidden"
+    status = 403
+
+
+class DestinationNotAllowed(Forbidden):
     """The fetcher will not connect there (and did not)."""
 
     code = "destination_not_allowed"
-    status = 403
+
+
+class MissingScope(Forbidden):
+    """The key is valid but lacks the scope the route needs."""
+
+    code = "missing_scope"
+
+
+class ConversationNotAllowed(Forbidden):
+    """The key is restricted to other conversations than the one it would create in."""
+
+    code = "conversation_not_allowed"
+
+
+class TenantNotAllowed(Forbidden):
+    """The key may not act in (or mint keys for) that tenant."""
+
+    code = "tenant_not_allowed"
 
 
 class NotFound(ChatMediaError):
@@ -122,6 +149,10 @@ class MessageNotFound(NotFound):
 
 class WebhookNotFound(NotFound):
     code = "webhook_not_found"
+
+
+class KeyNotFound(NotFound):
+    code = "key_not_found"
 
 
 class FileTooLarge(ChatMediaError):

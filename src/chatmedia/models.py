@@ -26,7 +26,9 @@ class FileRecord:
     conversation_id: str | None
     properties: Mapping[str, Any]
     created_at: datetime
+    tenant: str
     url: str | None = None
+    link_generation: int = 0
 
     @property
     def etag(self) -> str:
@@ -47,6 +49,7 @@ class MessageRecord:
     properties: Mapping[str, Any]
     sender: Mapping[str, Any]
     created_at: datetime
+    tenant: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,17 +61,28 @@ class Event:
     conversation_id: str | None
     data: Mapping[str, Any]
     created_at: datetime
+    tenant: str
 
 
 @dataclass(frozen=True, slots=True)
 class ApiKey:
-    """An API key's record; the key itself is never stored, only its hash."""
+    """An API key's record; the key itself is never stored, only its hash. `tenant` None:
+    no tenant of its own (it works in the default one); `conversations` None: any."""
 
     id: str
     name: str
     prefix: str
     created_at: datetime
     revoked_at: datetime | None
+    scopes: tuple[str, ...]
+    tenant: str | None
+    conversations: tuple[str, ...] | None
+    expires_at: datetime | None
+    last_used_at: datetime | None
+
+    def active(self, now: datetime) -> bool:
+        """Neither revoked nor expired at `now`."""
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from chatmedia.access.usage import KeyUse
 from chatmedia.bus import EventBus
 from chatmedia.config import Settings
 from chatmedia.db import Database, DatabaseUnavailable
@@ -32,6 +33,7 @@ class Services:
     presigner: Presigner | None = None
     # The store again when its blobs are files here, which the server can send itself.
     local_paths: LocalPaths | None = None
+    key_use: KeyUse = field(default_factory=KeyUse)
 
     async def close(self) -> None:
         """Release the database connections."""

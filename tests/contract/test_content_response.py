@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
+from chatmedia.access.principal import operator
 from chatmedia.http.content import content_response
 from chatmedia.pipelines.upload import UploadInfo, store_file
 from chatmedia.services import Services
@@ -33,7 +34,7 @@ def request(headers: dict[str, str], extensions: dict[str, Any]) -> Request:
 
 async def answer(services: Services, data: bytes, **kwargs: Any) -> list[dict[str, Any]]:
     """The ASGI messages of a GET of a stored file's content."""
-    record = await store_file(services, stream(data), lambda: UploadInfo(name="a.png"))
+    record = await store_file(services, operator(), stream(data), lambda: UploadInfo(name="a.png"))
     req = request(kwargs.get("headers", {}), kwargs.get("extensions", PATHSEND))
     response = await content_response(req, record, services)
     sent: list[dict[str, Any]] = []

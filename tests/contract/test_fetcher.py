@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from chatmedia.access.principal import operator
 from chatmedia.config import Settings
 from chatmedia.db.migrate import upgrade
 from chatmedia.egress.credentials import ClientCredentials, SourceCredentials
@@ -59,7 +60,9 @@ async def staged(services: Services) -> list[Path]:
 
 async def test_import_stores_like_an_upload(services: Services, source: SourceServer) -> None:
     record = await import_file(
-        services, ImportRequest(source.url("/file.png"), conversation_id="c1", properties={"a": 1})
+        services,
+        operator(),
+        ImportRequest(source.url("/file.png"), conversation_id="c1", properties={"a": 1}),
     )
     assert (record.name, record.stored_name, record.content_type) == (
         "file.png",
@@ -72,27 +75,31 @@ async def test_import_stores_like_an_upload(services: Services, source: SourceSe
 
 
 async def test_name_from_content_disposition(services: Services, source: SourceServer) -> None:
-    record = await import_file(services, ImportRequest(source.url("/named")))
+    record = await import_file(services, operator(), ImportRequest(source.url("/named")))
     assert record.name == "résumé.pdf"
-    named = await import_file(services, ImportRequest(source.url("/named"), file_name="cv.pdf"))
+    named = await import_file(
+        services, operator(), ImportRequest(source.url("/named"), file_name="cv.pdf")
+    )
     assert named.name == "cv.pdf"
 
 
 async def test_redirects_are_followed_up_to_three(services: Services, source: SourceServer) -> None:
-    record = await import_file(services, ImportRequest(source.url("/redirect/3")))
+    record = await import_file(services, operator(), ImportRequest(source.url("/redirect/3")))
     assert record.size == len(PNG)
     with pytest.raises(SourceError, match="redirected more than 3 times"):
-        await import_file(services, ImportRequest(source.url("/redirect/4")))
+        await import_file(services, operator(), ImportRequest(source.url("/redirect/4")))
 
 
 async def test_each_redirect_hop_is_checked(services: Services, source: SourceServer) -> None:
     with Listener("127.0.0.2") as listener:
         target = f"http://127.0.0.2:{listener.port}/file.png"
         with pytest.raises(DestinationNotAllowed):
-            await import_file(services, ImportRequest(source.url(f"/to?url={target}")))
+            await import_file(services, operator(), ImportRequest(source.url(f"/to?url={target}")))
         assert listener.connections == 0
     with pytest.raises(DestinationNotAllowed):
-        await import_file(services, ImportRequest(source.url("/to?url=http://169.254.169.254/")))
+        await import_file(
+            services, operator(), ImportRequest(source.url("/to?url=http://169.254.169.254/"))
+        )
 
 
 @pytest.mark.parametrize(
@@ -110,7 +117,7 @@ async def test_failures_leave_nothing(
     services: Services, source: SourceServer, path: str, error: type[ChatMediaError], message: str
 ) -> None:
     with pytest.raises(error, match=message):
-        await import_file(services, ImportRequest(source.url(path)))
+        await import_file(services, operator(), ImportRequest(source.url(path)))
     assert await staged(services) == []
     async with services.db.read() as conn:
         assert (await conn.exec_driver_sql("SELECT count(*) FROM files")).scalar() == 0
@@ -119,23 +126,23 @@ async def test_failures_leave_nothing(
 async def test_deadline(services: Services, source: SourceServer) -> None:
     hurried = replace(services, settings=replace(services.settings, import_deadline=0.5))
     with pytest.raises(SourceTimeout, match=r"longer than 0\.5 seconds"):
-        await import_file(hurried, ImportRequest(source.url("/slow")))
+        await import_file(hurried, operator(), ImportRequest(source.url("/slow")))
     assert await staged(services) == []
 
 
 async def test_type_policy(services: Services, source: SourceServer) -> None:
     images_only = replace(services, settings=replace(services.settings, allowed_types=("image/*",)))
     with pytest.raises(UnsupportedMediaType):
-        await import_file(images_only, ImportRequest(source.url("/file.pdf")))
+        await import_file(images_only, operator(), ImportRequest(source.url("/file.pdf")))
 
 
 async def test_360dialog_key(services: Services, source: SourceServer) -> None:
     with pytest.raises(SourceError, match="answered 401"):
-        await import_file(services, ImportRequest(source.url("/d360/media")))
+        await import_file(services, operator(), ImportRequest(source.url("/d360/media")))
     request = ImportRequest(
         source.url("/d360/media"), credentials=SourceCredentials(api_key_360=D360_KEY)
     )
-    assert (await import_file(services, request)).size == len(PNG)
+    assert (await import_file(services, operator(), request)).size == len(PNG)
 
 
 async def test_oauth_client_credentials_token_is_cached(
@@ -145,8 +152,8 @@ async def test_oauth_client_credentials_token_is_cached(
     request = ImportRequest(
         source.url("/protected"), credentials=SourceCredentials(client_credentials=client)
     )
-    first = await import_file(services, request)
-    second = await import_file(services, request)
+    first = await import_file(services, operator(), request)
+    second = await import_file(services, operator(), request)
     assert first.sha256 == second.sha256
     assert source.hits["/oauth/token"] == 1
     wrong = replace(client, client_secret="wrong")
@@ -154,7 +161,7 @@ async def test_oauth_client_credentials_token_is_cached(
         source.url("/protected"), credentials=SourceCredentials(client_credentials=wrong)
     )
     with pytest.raises(SourceError, match="token endpoint answered 401") as info:
-        await import_file(services, bad)
+        await import_file(services, operator(), bad)
     assert "wrong" not in str(info.value)
 
 
@@ -166,7 +173,7 @@ async def test_credentials_stay_with_their_origin(services: Services, source: So
         request = ImportRequest(
             source.url(f"/to?url={other.url('/file.png')}"), credentials=credentials
         )
-        await import_file(services, request)
+        await import_file(services, operator(), request)
         assert source.headers_seen[-1]["d360-api-key"] == "k"
         assert source.headers_seen[-1]["authorization"] == "Bearer t"
         seen = other.headers_seen[-1]
@@ -180,7 +187,7 @@ async def test_secrets_are_not_logged(
     credentials = SourceCredentials(api_key_360="secret-360", access_token="secret-token")
     with pytest.raises(SourceError) as info:
         await import_file(
-            services, ImportRequest(source.url("/status/403"), credentials=credentials)
+            services, operator(), ImportRequest(source.url("/status/403"), credentials=credentials)
         )
     for text in (caplog.text, str(info.value)):
         assert "secret-360" not in text
@@ -278,7 +285,7 @@ async def test_environment_proxies_are_ignored(
     with Listener("127.0.0.1") as proxy:
         for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
             monkeypatch.setenv(name, f"http://127.0.0.1:{proxy.port}")
-        record = await import_file(services, ImportRequest(source.url("/file.png")))
+        record = await import_file(services, operator(), ImportRequest(source.url("/file.png")))
         assert record.size == len(PNG)
         assert proxy.connections == 0
 

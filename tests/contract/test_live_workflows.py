@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import pytest
 
+from chatmedia.access.principal import operator
 from chatmedia.db.webhooks import Delivery
 from chatmedia.models import Event
 from chatmedia.pipelines import events as events_pipeline
@@ -25,15 +26,17 @@ async def test_stream_replays_then_follows_then_keeps_alive(
 ) -> None:
     monkeypatch.setattr(events_pipeline, "KEEPALIVE_SECONDS", 0.3)
     monkeypatch.setattr(events_pipeline, "POLL_SECONDS", 0.1)
-    before, _ = await post_message(services, MessageDraft("c1", SENDER, body="before"))
+    before, _ = await post_message(services, operator(), MessageDraft("c1", SENDER, body="before"))
     seen: list[Event | None] = []
     with anyio.move_on_after(5):
-        stream = follow_events(services, "c1", after=0)
+        stream = follow_events(services, operator(), "c1", after=0)
         async for item in stream:
             seen.append(item)
             if len(seen) == 1:  # the replayed one; now one logged while following
-                await post_message(services, MessageDraft("c1", SENDER, body="after"))
-                await post_message(services, MessageDraft("c2", SENDER, body="elsewhere"))
+                await post_message(services, operator(), MessageDraft("c1", SENDER, body="after"))
+                await post_message(
+                    services, operator(), MessageDraft("c2", SENDER, body="elsewhere")
+                )
             if item is None:
                 break
     bodies = [e.data["body"] for e in seen if e is not None]
@@ -43,8 +46,8 @@ async def test_stream_replays_then_follows_then_keeps_alive(
 
 
 async def test_a_new_stream_starts_from_now(services: Services) -> None:
-    await post_message(services, MessageDraft("c1", SENDER, body="old"))
-    stream = follow_events(services, "c1", after=None)
+    await post_message(services, operator(), MessageDraft("c1", SENDER, body="old"))
+    stream = follow_events(services, operator(), "c1", after=None)
     with anyio.fail_after(5):
         first = anyio.create_task_group()
         async with first:
@@ -56,7 +59,7 @@ async def test_a_new_stream_starts_from_now(services: Services) -> None:
 
 async def _post_soon(services: Services) -> None:
     await anyio.sleep(0.2)
-    await post_message(services, MessageDraft("c1", SENDER, body="new"))
+    await post_message(services, operator(), MessageDraft("c1", SENDER, body="new"))
 
 
 def delivery(attempts: int, created: datetime) -> Delivery:

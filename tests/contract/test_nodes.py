@@ -9,10 +9,12 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import pytest
 
+from chatmedia.access.principal import DEFAULT_TENANT
 from chatmedia.db import Database
 from chatmedia.db.events import Events
 from chatmedia.db.listen import listen_for_events
-from chatmedia.db.webhooks import Webhook, Webhooks
+from chatmedia.db.pages import Conversations
+from chatmedia.db.webhooks import Outbox, Webhook, Webhooks
 
 pytestmark = pytest.mark.anyio
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -26,32 +28,34 @@ async def test_a_later_append_waits_for_the_earlier_to_commit(database: Database
 
     async def second() -> None:
         async with database.write() as conn:
-            seqs["second"] = (await Events(conn).append("t", "c", {}, NOW)).seq
+            seqs["second"] = (await Events(conn, DEFAULT_TENANT).append("t", "c", {}, NOW)).seq
         second_done.set()
 
     async with anyio.create_task_group() as tasks, database.write() as conn:
-        seqs["first"] = (await Events(conn).append("t", "c", {}, NOW)).seq
+        seqs["first"] = (await Events(conn, DEFAULT_TENANT).append("t", "c", {}, NOW)).seq
         tasks.start_soon(second)
         with anyio.move_on_after(0.5):
             await second_done.wait()
         assert not second_done.is_set()  # still waiting for our commit
     assert seqs["second"] > seqs["first"]
     async with database.read() as conn:
-        assert [e.seq for e in await Events(conn).after(0, None, 10)] == sorted(seqs.values())
+        assert [
+            e.seq for e in await Events(conn, DEFAULT_TENANT).after(0, Conversations(), 10)
+        ] == sorted(seqs.values())
 
 
 async def test_concurrent_claimers_never_share_a_delivery(database: Database) -> None:
     async with database.write() as conn:
-        hook = Webhook("wh_1", "https://example.com/h", ("*",), "s" * 32, NOW)
-        await Webhooks(conn).create(hook)
+        hook = Webhook("wh_1", "https://example.com/h", ("*",), "s" * 32, NOW, DEFAULT_TENANT)
+        await Webhooks(conn, DEFAULT_TENANT).create(hook)
         for n in range(40):  # 40 queues of one delivery each: every one is a head
-            await Events(conn).append("message.created", f"c{n}", {"n": n}, NOW)
+            await Events(conn, DEFAULT_TENANT).append("message.created", f"c{n}", {"n": n}, NOW)
     claimed: list[int] = []
 
     async def claimer() -> None:
         while True:
             async with database.write() as conn:
-                batch = await Webhooks(conn).claim_due(
+                batch = await Outbox(conn).claim_due(
                     NOW + timedelta(seconds=1), timedelta(minutes=1), limit=3
                 )
             if not batch:
@@ -91,7 +95,7 @@ async def test_listeners_are_woken_by_appends_elsewhere(database: Database) -> N
             while not wakes:  # the wake-up that says "listening now: catch up"
                 await anyio.sleep(0.01)
         async with database.write() as conn:
-            await Events(conn).append("message.created", "c1", {}, NOW)
+            await Events(conn, DEFAULT_TENANT).append("message.created", "c1", {}, NOW)
         with anyio.fail_after(5):
             while len(wakes) < 2:
                 await anyio.sleep(0.01)

@@ -8,10 +8,12 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
+from chatmedia.access.principal import DEFAULT_TENANT
 from chatmedia.db import Database
-from chatmedia.db.files import Files
+from chatmedia.db.files import Files, expired_files, stored_name_taken
 from chatmedia.db.keys import Keys
 from chatmedia.db.migrate import current_revision, head_revision
+from chatmedia.db.pages import Conversations
 from chatmedia.db.schema import SCHEMA_REVISION, metadata
 from chatmedia.models import FileRecord
 
@@ -32,6 +34,7 @@ def record(n: int, conversation: str | None = "c1", created: datetime = NOW) -> 
         conversation_id=conversation,
         properties={"n": n, "nested": {"ok": True}},
         created_at=created,
+        tenant=DEFAULT_TENANT,
     )
 
 
@@ -50,72 +53,75 @@ async def test_migrations_create_the_schema(database: Database) -> None:
 
 async def test_insert_and_read_back(database: Database) -> None:
     async with database.write() as conn:
-        await Files(conn).lock_blob(SHA, 3, NOW)
-        await Files(conn).insert(record(1))
+        await Files(conn, DEFAULT_TENANT).lock_blob(SHA, 3, NOW)
+        await Files(conn, DEFAULT_TENANT).insert(record(1))
     async with database.read() as conn:
-        files = Files(conn)
+        files = Files(conn, DEFAULT_TENANT)
         assert await files.get("id1") == record(1)
         assert await files.get_by_stored_name("c1_f1.png") == record(1)
-        assert await files.stored_name_taken("c1_f1.png")
-        assert not await files.stored_name_taken("c1_f2.png")
+        assert await stored_name_taken(conn, "c1_f1.png")
+        assert not await stored_name_taken(conn, "c1_f2.png")
         assert await files.get("missing") is None
 
 
 async def test_stored_names_are_unique(database: Database) -> None:
     async with database.write() as conn:
-        await Files(conn).lock_blob(SHA, 3, NOW)
-        await Files(conn).insert(record(1))
+        await Files(conn, DEFAULT_TENANT).lock_blob(SHA, 3, NOW)
+        await Files(conn, DEFAULT_TENANT).insert(record(1))
     async with database.write() as conn:
         with pytest.raises(sa.exc.IntegrityError):
-            await Files(conn).insert(replace(record(2), stored_name="c1_f1.png"))
+            await Files(conn, DEFAULT_TENANT).insert(replace(record(2), stored_name="c1_f1.png"))
 
 
 async def test_a_file_needs_its_blob_row(database: Database) -> None:
     async with database.write() as conn:
         with pytest.raises(sa.exc.IntegrityError):
-            await Files(conn).insert(record(1))
+            await Files(conn, DEFAULT_TENANT).insert(record(1))
 
 
 async def test_pages_are_newest_first_and_stable(database: Database) -> None:
     async with database.write() as conn:
-        await Files(conn).lock_blob(SHA, 3, NOW)
+        await Files(conn, DEFAULT_TENANT).lock_blob(SHA, 3, NOW)
         for n in range(5):
-            await Files(conn).insert(record(n, "c1" if n % 2 == 0 else "c2"))
+            await Files(conn, DEFAULT_TENANT).insert(record(n, "c1" if n % 2 == 0 else "c2"))
     async with database.read() as conn:
-        first, cursor = await Files(conn).page(None, 2, None)
+        first, cursor = await Files(conn, DEFAULT_TENANT).page(Conversations(), 2, None)
         assert [r.id for r in first] == ["id4", "id3"]
     async with database.write() as conn:  # a new file must not shift the next page
-        await Files(conn).insert(record(9))
+        await Files(conn, DEFAULT_TENANT).insert(record(9))
     async with database.read() as conn:
-        files = Files(conn)
-        second, cursor = await files.page(None, 2, cursor)
+        files = Files(conn, DEFAULT_TENANT)
+        second, cursor = await files.page(Conversations(), 2, cursor)
         assert [r.id for r in second] == ["id2", "id1"]
-        third, cursor = await files.page(None, 2, cursor)
+        third, cursor = await files.page(Conversations(), 2, cursor)
         assert [r.id for r in third] == ["id0"]
         assert cursor is None
-        only_c1, _ = await files.page("c1", 10, None)
+        only_c1, _ = await files.page(Conversations(only="c1"), 10, None)
         assert [r.id for r in only_c1] == ["id9", "id4", "id2", "id0"]
 
 
 async def test_blob_release_only_when_unreferenced(database: Database) -> None:
     async with database.write() as conn:
-        await Files(conn).lock_blob(SHA, 3, NOW)
-        await Files(conn).lock_blob(SHA, 3, NOW)  # a second upload of the same bytes
-        await Files(conn).insert(record(1))
+        await Files(conn, DEFAULT_TENANT).lock_blob(SHA, 3, NOW)
+        await Files(conn, DEFAULT_TENANT).lock_blob(
+            SHA, 3, NOW
+        )  # a second upload of the same bytes
+        await Files(conn, DEFAULT_TENANT).insert(record(1))
     async with database.write() as conn:
-        assert not await Files(conn).release_blob(SHA)
-        await Files(conn).delete("id1")
-        assert await Files(conn).release_blob(SHA)
-        assert not await Files(conn).release_blob(SHA)
+        assert not await Files(conn, DEFAULT_TENANT).release_blob(SHA)
+        await Files(conn, DEFAULT_TENANT).delete("id1")
+        assert await Files(conn, DEFAULT_TENANT).release_blob(SHA)
+        assert not await Files(conn, DEFAULT_TENANT).release_blob(SHA)
 
 
 async def test_expired_ids(database: Database) -> None:
     async with database.write() as conn:
-        await Files(conn).lock_blob(SHA, 3, NOW)
-        await Files(conn).insert(record(1, created=NOW - timedelta(days=40)))
-        await Files(conn).insert(record(2, created=NOW - timedelta(days=10)))
+        await Files(conn, DEFAULT_TENANT).lock_blob(SHA, 3, NOW)
+        await Files(conn, DEFAULT_TENANT).insert(record(1, created=NOW - timedelta(days=40)))
+        await Files(conn, DEFAULT_TENANT).insert(record(2, created=NOW - timedelta(days=10)))
     async with database.read() as conn:
-        assert await Files(conn).expired_ids(NOW - timedelta(days=30), 10) == ["id1"]
+        expired = await expired_files(conn, NOW - timedelta(days=30), 10)
+    assert [r.id for r in expired] == ["id1"]
 
 
 async def test_keys(database: Database) -> None:

@@ -10,9 +10,11 @@ from datetime import UTC, datetime
 import anyio
 import pytest
 
+from chatmedia.access.principal import DEFAULT_TENANT
 from chatmedia.db import Database
-from chatmedia.db.events import Events
+from chatmedia.db.events import Events, last_event_seq
 from chatmedia.db.keys import Keys
+from chatmedia.db.pages import Conversations
 
 pytestmark = pytest.mark.anyio
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -24,14 +26,14 @@ async def test_many_tasks_read_and_write_at_once(database: Database) -> None:
     async def writer(n: int) -> None:
         for _ in range(5):
             async with database.write() as conn:
-                await Events(conn).append("t", f"c{n}", {"n": n}, NOW)
+                await Events(conn, DEFAULT_TENANT).append("t", f"c{n}", {"n": n}, NOW)
                 await anyio.sleep(0)  # let the others run while the transaction is open
 
     async def reader() -> None:
         for _ in range(20):
             async with database.read() as conn:
-                last = await Events(conn).last_seq()
-                events = await Events(conn).after(0, None, 1000)
+                last = await last_event_seq(conn)
+                events = await Events(conn, DEFAULT_TENANT).after(0, Conversations(), 1000)
             # Ids commit in order: what a read sees is always 1..n, none missing.
             assert [e.seq for e in events] == list(range(1, len(events) + 1))
             assert len(events) >= last
@@ -44,7 +46,7 @@ async def test_many_tasks_read_and_write_at_once(database: Database) -> None:
         for _ in range(8):
             tasks.start_soon(reader)
     async with database.read() as conn:
-        events = await Events(conn).after(0, None, 1000)
+        events = await Events(conn, DEFAULT_TENANT).after(0, Conversations(), 1000)
     assert [e.seq for e in events] == list(range(1, 41))
     assert sorted({e.conversation_id for e in events}) == [f"c{n}" for n in range(8)]
     assert len(counts) == 8 * 20

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from chatmedia.config import Settings
 from chatmedia.http.app import create_app
-from chatmedia.pipelines.keys import create_key
+from chatmedia.pipelines.keys import KeySpec, create_key
 from chatmedia.services import Services
 
 
@@ -45,7 +45,7 @@ def make_api(make_settings: Callable[..., Settings]) -> Iterator[Callable[..., A
         client.__enter__()
         clients.append(client)
         services: Services = app.state.services
-        _, secret = client.portal.call(create_key, services, "tests")  # type: ignore[union-attr]
+        _, secret = client.portal.call(create_key, services, KeySpec("tests"))  # type: ignore[union-attr]
         return Api(client=client, key=secret, services=services)
 
     yield make

@@ -16,10 +16,11 @@ import httpx2 as httpx  # what starlette.testclient answers with
 import pytest
 from starlette.types import Message, Receive, Scope, Send
 
+from chatmedia.access.principal import DEFAULT_TENANT
 from chatmedia.db.idempotency import IdempotencyKeys, IdempotencyRecord
 from chatmedia.http.idempotency import IdempotencyMiddleware, RequestHasher
 from chatmedia.http.responses import error_response
-from chatmedia.pipelines.keys import create_key
+from chatmedia.pipelines.keys import KeySpec, create_key
 from chatmedia.storage import StagedBlob
 from chatmedia.storage.local import LocalBlobStore
 from tests.conftest import png_bytes
@@ -90,8 +91,8 @@ def record_of(api: Api, key: str, secret: str | None = None) -> IdempotencyRecor
     return api.client.portal.call(get)  # type: ignore[union-attr]
 
 
-def scope_of(secret: str) -> str:
-    return hashlib.sha256(f"Bearer {secret}".encode()).hexdigest()
+def scope_of(secret: str, tenant: str = DEFAULT_TENANT) -> str:
+    return hashlib.sha256(f"Bearer {secret}\0{tenant}".encode()).hexdigest()
 
 
 def test_a_retry_with_a_new_boundary_gets_the_first_answer(api: Api) -> None:
@@ -139,7 +140,7 @@ def test_requests_without_a_valid_api_key_are_left_to_the_app(api: Api) -> None:
 
 
 def test_each_api_key_has_its_own_keys(api: Api) -> None:
-    _, second = api.client.portal.call(create_key, api.services, "second")  # type: ignore[union-attr]
+    _, second = api.client.portal.call(create_key, api.services, KeySpec("second"))  # type: ignore[union-attr]
     first = post_form(api, "shared")
     other = post_form(api, "shared", secret=second)
     assert first.status_code == other.status_code == 201

@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from chatmedia.db.engine import Conn
+from chatmedia.db.pages import Conversations
 from chatmedia.db.schema import deliveries, events, webhooks
 from chatmedia.models import Event
 
@@ -17,14 +18,18 @@ ALL_EVENTS = "*"
 # that makes events commit in id order.
 NOTIFY_CHANNEL = "chatmedia_events"
 _APPEND_LOCK = 0x63686D65  # "chme"
-_HOOKS = sa.select(webhooks.c.id, webhooks.c.events)
+_HOOKS = sa.select(webhooks.c.id, webhooks.c.events).where(
+    webhooks.c.tenant == sa.bindparam("tenant")
+)
 
 
 class Events:
-    """Queries over `events` (and the deliveries each event fans out to)."""
+    """Queries over one tenant's `events` (and the deliveries each fans out to its
+    webhooks)."""
 
-    def __init__(self, conn: Conn) -> None:
+    def __init__(self, conn: Conn, tenant: str) -> None:
         self._conn = conn
+        self._tenant = tenant
 
     async def append(
         self, kind: str, conversation_id: str | None, data: Mapping[str, Any], now: datetime
@@ -46,10 +51,11 @@ class Events:
             "conversation_id": conversation_id,
             "data": dict(data),
             "created_at": now,
+            "tenant": self._tenant,
         }
         result = await self._conn.execute(events.insert(), values)
         seq = int(result.inserted_primary_key[0])  # type: ignore[index]
-        hooks = await self._conn.execute(_HOOKS)
+        hooks = await self._conn.execute(_HOOKS, {"tenant": self._tenant})
         rows = [
             {
                 "webhook_id": hook.id,
@@ -65,32 +71,38 @@ class Events:
         ]
         if rows:
             await self._conn.execute(deliveries.insert(), rows)
-        return Event(seq, kind, conversation_id, dict(data), now)
+        return Event(seq, kind, conversation_id, dict(data), now, self._tenant)
 
-    async def after(self, seq: int, conversation_id: str | None, limit: int) -> list[Event]:
-        """Events newer than `seq`, oldest first, of one conversation or of all."""
-        query = sa.select(events).where(events.c.seq > seq).order_by(events.c.seq).limit(limit)
-        if conversation_id is not None:
-            query = query.where(events.c.conversation_id == conversation_id)
+    async def after(self, seq: int, conversations: Conversations, limit: int) -> list[Event]:
+        """The tenant's events newer than `seq` in `conversations`, oldest first."""
+        query = (
+            sa.select(events)
+            .where(events.c.seq > seq, events.c.tenant == self._tenant)
+            .where(conversations.clause(events.c.conversation_id))
+            .order_by(events.c.seq)
+            .limit(limit)
+        )
         return [_event(r) for r in await self._conn.execute(query)]
 
-    async def last_seq(self) -> int:
-        """The newest event's id, 0 when there is none."""
-        return int(await self._conn.scalar(sa.select(sa.func.max(events.c.seq))) or 0)
 
-    async def delete_before(self, moment: datetime) -> int:
-        """Forget events older than `moment` that no delivery still waits for."""
-        waiting = sa.select(deliveries.c.event_seq).where(deliveries.c.status == "pending")
-        old_deliveries = deliveries.delete().where(
-            deliveries.c.status != "pending",
-            deliveries.c.event_seq.in_(sa.select(events.c.seq).where(events.c.created_at < moment)),
-        )
-        await self._conn.execute(old_deliveries)
-        result = await self._conn.execute(
-            events.delete().where(events.c.created_at < moment, events.c.seq.not_in(waiting))
-        )
-        return result.rowcount
+async def last_event_seq(conn: Conn) -> int:
+    """The newest event's id (of any tenant: ids are shared), 0 when there is none."""
+    return int(await conn.scalar(sa.select(sa.func.max(events.c.seq))) or 0)
+
+
+async def delete_events_before(conn: Conn, moment: datetime) -> int:
+    """Forget events (of every tenant) older than `moment` that no delivery waits for."""
+    waiting = sa.select(deliveries.c.event_seq).where(deliveries.c.status == "pending")
+    old_deliveries = deliveries.delete().where(
+        deliveries.c.status != "pending",
+        deliveries.c.event_seq.in_(sa.select(events.c.seq).where(events.c.created_at < moment)),
+    )
+    await conn.execute(old_deliveries)
+    result = await conn.execute(
+        events.delete().where(events.c.created_at < moment, events.c.seq.not_in(waiting))
+    )
+    return result.rowcount
 
 
 def _event(row: sa.Row[Any]) -> Event:
-    return Event(row.seq, row.type, row.conversation_id, row.data, row.created_at)
+    return Event(row.seq, row.type, row.conversation_id, row.data, row.created_at, row.tenant)

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from chatmedia.db.engine import Conn
-from chatmedia.db.pages import newest_first
+from chatmedia.db.pages import Conversations, newest_first
 from chatmedia.db.schema import blobs, files
 from chatmedia.models import FileRecord
 
@@ -18,7 +18,9 @@ from chatmedia.models import FileRecord
 _RECORD_FIELDS = tuple(f.name for f in fields(FileRecord))
 # The lookups of every download, built once: building a statement and its cache key takes
 # SQLAlchemy about as long as SQLite takes to run it (60 of the 120 us of a lookup).
-_BY_ID = sa.select(files).where(files.c.id == sa.bindparam("file_id"))
+_BY_ID = sa.select(files).where(
+    files.c.id == sa.bindparam("file_id"), files.c.tenant == sa.bindparam("tenant")
+)
 _BY_STORED_NAME = sa.select(files).where(files.c.stored_name == sa.bindparam("stored_name"))
 _NAME_TAKEN = sa.select(files.c.seq).where(files.c.stored_name == sa.bindparam("stored_name"))
 _LOCK_BLOB = (
@@ -27,41 +29,41 @@ _LOCK_BLOB = (
 
 
 class Files:
-    """Queries over `files` and `blobs` on one connection (and so one transaction)."""
+    """Queries over one tenant's `files`, and over `blobs` (shared by every tenant), on
+    one connection (and so one transaction)."""
 
-    def __init__(self, conn: Conn) -> None:
+    def __init__(self, conn: Conn, tenant: str) -> None:
         self._conn = conn
+        self._tenant = tenant
 
     async def get(self, file_id: str) -> FileRecord | None:
         """The file with this id."""
-        row = (await self._conn.execute(_BY_ID, {"file_id": file_id})).first()
+        params = {"file_id": file_id, "tenant": self._tenant}
+        row = (await self._conn.execute(_BY_ID, params)).first()
         return _record(row) if row else None
 
     async def get_many(self, file_ids: set[str]) -> dict[str, FileRecord]:
         """The files with these ids, by id (missing ones are left out)."""
         if not file_ids:
             return {}
-        rows = await self._conn.execute(sa.select(files).where(files.c.id.in_(file_ids)))
-        return {row.id: _record(row) for row in rows}
+        query = sa.select(files).where(files.c.id.in_(file_ids), files.c.tenant == self._tenant)
+        return {row.id: _record(row) for row in await self._conn.execute(query)}
 
     async def get_by_stored_name(self, stored_name: str) -> FileRecord | None:
-        """The file the file-engine API knows by this name."""
-        row = (await self._conn.execute(_BY_STORED_NAME, {"stored_name": stored_name})).first()
-        return _record(row) if row else None
-
-    async def stored_name_taken(self, stored_name: str) -> bool:
-        """True when some file already has this stored name."""
-        result = await self._conn.execute(_NAME_TAKEN, {"stored_name": stored_name})
-        return result.first() is not None
+        """The file the file-engine API knows by this name, in this tenant."""
+        record = await file_by_stored_name(self._conn, stored_name)
+        return record if record is not None and record.tenant == self._tenant else None
 
     async def page(
-        self, conversation_id: str | None, limit: int, before_seq: int | None
+        self,
+        conversations: Conversations,
+        limit: int,
+        before_seq: int | None,
     ) -> tuple[list[FileRecord], int | None]:
-        """Up to `limit` files, newest first, older than `before_seq` when given; also the
-        seq to continue from, or None when there are no more."""
-        query = sa.select(files)
-        if conversation_id is not None:
-            query = query.where(files.c.conversation_id == conversation_id)
+        """Up to `limit` files of the conversations, newest first, older than `before_seq`
+        when given; also the seq to continue from, or None when there are no more."""
+        query = sa.select(files).where(files.c.tenant == self._tenant)
+        query = query.where(conversations.clause(files.c.conversation_id))
         rows, next_seq = await newest_first(self._conn, query, files.c.seq, limit, before_seq)
         return [_record(r) for r in rows], next_seq
 
@@ -73,17 +75,9 @@ class Files:
 
     async def delete(self, file_id: str) -> None:
         """Remove a file's row."""
-        await self._conn.execute(files.delete().where(files.c.id == file_id))
-
-    async def expired_ids(self, created_before: datetime, limit: int) -> list[str]:
-        """Ids of the oldest files created before `created_before`."""
-        query = (
-            sa.select(files.c.id)
-            .where(files.c.created_at < created_before)
-            .order_by(files.c.created_at)
-            .limit(limit)
+        await self._conn.execute(
+            files.delete().where(files.c.id == file_id, files.c.tenant == self._tenant)
         )
-        return list((await self._conn.scalars(query)).all())
 
     async def lock_blob(self, sha256: str, size: int, now: datetime) -> None:
         """Make sure the blob row exists and hold its lock until the transaction ends, so
@@ -108,6 +102,29 @@ class Files:
             return False
         await self._conn.execute(blobs.delete().where(blobs.c.sha256 == sha256))
         return True
+
+
+async def file_by_stored_name(conn: Conn, stored_name: str) -> FileRecord | None:
+    """The file of any tenant with this stored name (they are unique across the service:
+    the file-engine's key-less download knows files by name alone)."""
+    row = (await conn.execute(_BY_STORED_NAME, {"stored_name": stored_name})).first()
+    return _record(row) if row else None
+
+
+async def stored_name_taken(conn: Conn, stored_name: str) -> bool:
+    """True when a file of any tenant already has this stored name."""
+    return (await conn.execute(_NAME_TAKEN, {"stored_name": stored_name})).first() is not None
+
+
+async def expired_files(conn: Conn, created_before: datetime, limit: int) -> list[FileRecord]:
+    """The oldest files of any tenant created before `created_before`."""
+    query = (
+        sa.select(files)
+        .where(files.c.created_at < created_before)
+        .order_by(files.c.created_at)
+        .limit(limit)
+    )
+    return [_record(r) for r in await conn.execute(query)]
 
 
 def insert_ignore(conn: Conn, table: sa.Table) -> Any:

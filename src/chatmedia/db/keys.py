@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +33,14 @@ class Keys:
     def __init__(self, conn: Conn) -> None:
         self._conn = conn
 
-    async def create(self, name: str) -> tuple[ApiKey, str]:
+    async def create(
+        self,
+        name: str,
+        scopes: Sequence[str] = ("admin",),
+        tenant: str | None = None,
+        conversations: Sequence[str] | None = None,
+        expires_at: datetime | None = None,
+    ) -> tuple[ApiKey, str]:
         """A new key and its secret (which is not stored)."""
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         key = ApiKey(
@@ -41,6 +49,11 @@ class Keys:
             prefix=secret[:8],
             created_at=datetime.now(UTC),
             revoked_at=None,
+            scopes=tuple(scopes),
+            tenant=tenant,
+            conversations=None if conversations is None else tuple(conversations),
+            expires_at=expires_at,
+            last_used_at=None,
         )
         await self._conn.execute(
             api_keys.insert().values(
@@ -49,14 +62,25 @@ class Keys:
                 key_hash=hash_key(secret),
                 prefix=key.prefix,
                 created_at=key.created_at,
+                scopes=list(key.scopes),
+                tenant=key.tenant,
+                conversations=None if key.conversations is None else list(key.conversations),
+                expires_at=key.expires_at,
             )
         )
         return key, secret
 
-    async def all(self) -> list[ApiKey]:
-        """Every key, oldest first, revoked ones included."""
-        rows = await self._conn.execute(sa.select(api_keys).order_by(api_keys.c.created_at))
-        return [_key(r) for r in rows]
+    async def all(self, tenant: str | None = None) -> list[ApiKey]:
+        """Every key (of one tenant's, when given), oldest first, revoked ones included."""
+        query = sa.select(api_keys).order_by(api_keys.c.created_at)
+        if tenant is not None:
+            query = query.where(api_keys.c.tenant == tenant)
+        return [_key(r) for r in await self._conn.execute(query)]
+
+    async def get(self, key_id: str) -> ApiKey | None:
+        """The key with this id, revoked or not."""
+        row = (await self._conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id))).first()
+        return _key(row) if row else None
 
     async def count(self) -> int:
         """How many keys exist, revoked ones included."""
@@ -71,17 +95,20 @@ class Keys:
         )
         return result.rowcount == 1
 
-    async def is_active(self, key_id: str) -> bool:
-        """True while the key with this id exists and is not revoked."""
-        query = sa.select(api_keys.c.id).where(
-            api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None)
-        )
-        return (await self._conn.execute(query)).first() is not None
-
     async def authenticate(self, secret: str) -> ApiKey | None:
-        """The active key with this secret, or None."""
+        """The unrevoked key with this secret, or None (expiry is the caller's to judge)."""
         row = (await self._conn.execute(_ACTIVE_BY_HASH, {"key_hash": hash_key(secret)})).first()
         return _key(row) if row else None
+
+    async def mark_used(self, last_use: Mapping[str, datetime]) -> None:
+        """Record when keys were last used (never moving a time back)."""
+        column = api_keys.c.last_used_at
+        for key_id, moment in last_use.items():
+            await self._conn.execute(
+                api_keys.update()
+                .where(api_keys.c.id == key_id, sa.or_(column.is_(None), column < moment))
+                .values(last_used_at=moment)
+            )
 
 
 def _key(row: sa.Row[Any]) -> ApiKey:
@@ -91,4 +118,9 @@ def _key(row: sa.Row[Any]) -> ApiKey:
         prefix=row.prefix,
         created_at=row.created_at,
         revoked_at=row.revoked_at,
+        scopes=tuple(row.scopes),
+        tenant=row.tenant,
+        conversations=None if row.conversations is None else tuple(row.conversations),
+        expires_at=row.expires_at,
+        last_used_at=row.last_used_at,
     )

@@ -17,13 +17,15 @@ _FIELDS = tuple(f.name for f in fields(MessageRecord))
 
 
 class Messages:
-    """Queries over `messages` on one connection."""
+    """Queries over one tenant's `messages` on one connection."""
 
-    def __init__(self, conn: Conn) -> None:
+    def __init__(self, conn: Conn, tenant: str) -> None:
         self._conn = conn
+        self._tenant = tenant
 
     async def insert(self, message: MessageRecord) -> None:
         """Add a message."""
+        assert message.tenant == self._tenant
         values = {name: getattr(message, name) for name in _FIELDS}
         values["properties"] = dict(message.properties)
         values["sender"] = dict(message.sender)
@@ -32,7 +34,9 @@ class Messages:
     async def get(self, conversation_id: str, message_id: str) -> MessageRecord | None:
         """A message of a conversation."""
         query = sa.select(messages).where(
-            messages.c.id == message_id, messages.c.conversation_id == conversation_id
+            messages.c.id == message_id,
+            messages.c.conversation_id == conversation_id,
+            messages.c.tenant == self._tenant,
         )
         row = (await self._conn.execute(query)).first()
         return _message(row) if row else None
@@ -42,13 +46,17 @@ class Messages:
     ) -> tuple[list[MessageRecord], int | None]:
         """Up to `limit` messages, newest first, older than `before_seq` when given; also the
         seq to continue from, or None when there are no more."""
-        query = sa.select(messages).where(messages.c.conversation_id == conversation_id)
+        query = sa.select(messages).where(
+            messages.c.conversation_id == conversation_id, messages.c.tenant == self._tenant
+        )
         rows, next_seq = await newest_first(self._conn, query, messages.c.seq, limit, before_seq)
         return [_message(r) for r in rows], next_seq
 
     async def delete(self, message_id: str) -> None:
         """Remove a message."""
-        await self._conn.execute(messages.delete().where(messages.c.id == message_id))
+        await self._conn.execute(
+            messages.delete().where(messages.c.id == message_id, messages.c.tenant == self._tenant)
+        )
 
 
 def _message(row: sa.Row[Any]) -> MessageRecord:

@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from chatmedia.db.engine import Conn
+
+
+@dataclass(frozen=True, slots=True)
+class Conversations:
+    """Which conversations a listing covers: `only` one (or none: None), and within the
+    patterns of a restriction (exact ids and `prefix*`; None: any)."""
+
+    only: str | None = None
+    patterns: tuple[str, ...] | None = None
+
+    def clause(self, column: sa.ColumnElement[str | None]) -> sa.ColumnElement[bool]:
+        """The condition on a conversation_id column."""
+        clauses: list[sa.ColumnElement[bool]] = []
+        if self.only is not None:
+            clauses.append(column == self.only)
+        if self.patterns is not None:
+            allowed = [
+                column.startswith(p[:-1], autoescape=True) if p.endswith("*") else column == p
+                for p in self.patterns
+            ]
+            clauses.append(sa.or_(sa.false(), *allowed))
+        return sa.and_(sa.true(), *clauses)
 
 
 async def newest_first(

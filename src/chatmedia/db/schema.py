@@ -32,7 +32,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 
 # The migration (db/migrations/versions) that creates exactly these tables.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 
 metadata = sa.MetaData(
     naming_convention={
@@ -70,7 +70,12 @@ files = sa.Table(
     sa.Column("conversation_id", sa.Text, nullable=True),
     sa.Column("properties", sa.JSON, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
-    sa.Index(None, "conversation_id", "seq"),
+    # Every file, message, event and webhook belongs to one tenant (chatmedia.access).
+    sa.Column("tenant", sa.String(64), nullable=False),
+    # Signed links carry it: raising it ends every earlier link of the file.
+    sa.Column("link_generation", sa.Integer, nullable=False),
+    sa.Index(None, "tenant", "conversation_id", "seq"),
+    sa.Index(None, "tenant", "seq"),
     sa.Index(None, "sha256"),
     sa.Index(None, "created_at"),
 )
@@ -84,6 +89,14 @@ api_keys = sa.Table(
     sa.Column("prefix", sa.String(16), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("revoked_at", UTCDateTime, nullable=True),
+    # What the key may do (chatmedia.access.principal): its scopes, its tenant (null: none
+    # of its own, the default one), its conversation restriction (null: any), its expiry.
+    sa.Column("scopes", sa.JSON, nullable=False),
+    sa.Column("tenant", sa.String(64), nullable=True),
+    sa.Column("conversations", sa.JSON, nullable=True),
+    sa.Column("expires_at", UTCDateTime, nullable=True),
+    # To the minute, written in batches: never a write per request.
+    sa.Column("last_used_at", UTCDateTime, nullable=True),
 )
 
 _SEQ = sa.BigInteger().with_variant(sa.Integer, "sqlite")
@@ -102,7 +115,8 @@ messages = sa.Table(
     sa.Column("properties", sa.JSON, nullable=False),
     sa.Column("sender", sa.JSON, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
-    sa.Index(None, "conversation_id", "seq"),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Index(None, "tenant", "conversation_id", "seq"),
     sa.Index(None, "file_id"),
 )
 
@@ -116,7 +130,9 @@ events = sa.Table(
     sa.Column("conversation_id", sa.Text, nullable=True),
     sa.Column("data", sa.JSON, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
-    sa.Index(None, "conversation_id", "seq"),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Index(None, "tenant", "conversation_id", "seq"),
+    sa.Index(None, "tenant", "seq"),
     sa.Index(None, "created_at"),
 )
 
@@ -129,6 +145,8 @@ webhooks = sa.Table(
     # Kept to sign deliveries; shown to the client once, when the webhook is created.
     sa.Column("secret", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Index(None, "tenant"),
 )
 
 # The outbox: one row per event and webhook, written with the event. Rows of one queue (a

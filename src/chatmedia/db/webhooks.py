@@ -23,6 +23,7 @@ class Webhook:
     events: tuple[str, ...]
     secret: str
     created_at: datetime
+    tenant: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,36 +54,45 @@ class Claimed:
 
 
 class Webhooks:
-    """Queries over `webhooks` and `deliveries` on one connection."""
+    """Queries over one tenant's `webhooks` and their `deliveries` on one connection."""
 
-    def __init__(self, conn: Conn) -> None:
+    def __init__(self, conn: Conn, tenant: str) -> None:
         self._conn = conn
+        self._tenant = tenant
 
     async def create(self, hook: Webhook) -> None:
-        """Add a webhook; it receives the events logged from now on."""
+        """Add a webhook; it receives its tenant's events logged from now on."""
+        assert hook.tenant == self._tenant
         values = {
             "id": hook.id, "url": hook.url, "events": list(hook.events), "secret": hook.secret,
-            "created_at": hook.created_at,
+            "created_at": hook.created_at, "tenant": hook.tenant,
         }  # fmt: skip
         await self._conn.execute(webhooks.insert().values(values))
 
     async def all(self) -> list[Webhook]:
-        """Every webhook, oldest first."""
-        rows = await self._conn.execute(sa.select(webhooks).order_by(webhooks.c.created_at))
-        return [_webhook(r) for r in rows]
+        """Every webhook of the tenant, oldest first."""
+        query = (
+            sa.select(webhooks)
+            .where(webhooks.c.tenant == self._tenant)
+            .order_by(webhooks.c.created_at)
+        )
+        return [_webhook(r) for r in await self._conn.execute(query)]
 
     async def get(self, hook_id: str) -> Webhook | None:
         """The webhook with this id."""
-        row = (
-            await self._conn.execute(sa.select(webhooks).where(webhooks.c.id == hook_id))
-        ).first()
+        query = sa.select(webhooks).where(
+            webhooks.c.id == hook_id, webhooks.c.tenant == self._tenant
+        )
+        row = (await self._conn.execute(query)).first()
         return _webhook(row) if row else None
 
     async def delete(self, hook_id: str) -> bool:
         """Remove a webhook and its queued deliveries; False when there is none."""
+        if await self.get(hook_id) is None:
+            return False
         await self._conn.execute(deliveries.delete().where(deliveries.c.webhook_id == hook_id))
-        result = await self._conn.execute(webhooks.delete().where(webhooks.c.id == hook_id))
-        return result.rowcount == 1
+        await self._conn.execute(webhooks.delete().where(webhooks.c.id == hook_id))
+        return True
 
     async def deliveries(
         self, hook_id: str, limit: int, before: int | None
@@ -95,6 +105,13 @@ class Webhooks:
         )
         rows, next_seq = await newest_first(self._conn, query, deliveries.c.seq, limit, before)
         return [_delivery(r) for r in rows], next_seq
+
+
+class Outbox:
+    """The deliveries of every tenant, as the dispatcher takes and settles them."""
+
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
 
     async def claim_due(self, now: datetime, lease: timedelta, limit: int) -> list[Claimed]:
         """Take up to `limit` deliveries that are due, each the oldest pending one of its
@@ -170,6 +187,7 @@ def _webhook(row: Any) -> Webhook:
         events=tuple(mapping[webhooks.c.events]),
         secret=mapping[webhooks.c.secret],
         created_at=mapping[webhooks.c.created_at],
+        tenant=mapping[webhooks.c.tenant],
     )
 
 
@@ -195,6 +213,6 @@ def _claimed(row: Any) -> Claimed:
     mapping = row._mapping
     event = Event(
         mapping[events.c.seq], mapping[events.c.type], mapping[events.c.conversation_id],
-        mapping[events.c.data], mapping[events.c.created_at],
+        mapping[events.c.data], mapping[events.c.created_at], mapping[events.c.tenant],
     )  # fmt: skip
     return Claimed(delivery=_delivery(row), webhook=_webhook(row), event=event)

@@ -19,12 +19,12 @@ from chatmedia.http.idempotency import IdempotencyMiddleware, sweep_idempotency_
 from chatmedia.http.metrics import Metrics, MetricsMiddleware
 from chatmedia.http.openapi import install_openapi
 from chatmedia.http.responses import install_error_handlers
-from chatmedia.http.routes import compat, conversations, files, system, webhooks
+from chatmedia.http.routes import compat, conversations, files, keys, system, webhooks
 from chatmedia.http.security import SecurityHeadersMiddleware
 from chatmedia.http.shortcut import DownloadShortcut
 from chatmedia.pipelines.events import prune_events
 from chatmedia.pipelines.files import sweep_expired
-from chatmedia.pipelines.keys import create_first_key
+from chatmedia.pipelines.keys import create_first_key, record_key_use
 from chatmedia.pipelines.webhooks import deliver_forever
 from chatmedia.services import BACKEND_OUTAGES, Services, open_services
 
@@ -34,6 +34,8 @@ log = logging.getLogger("chatmedia")
 STALE_STAGING = timedelta(hours=1)
 # Seconds background work gets to finish at shutdown before it is cancelled.
 SHUTDOWN_GRACE = 15
+# How often the last-use times of keys are written (the listing shows them to the minute).
+KEY_USE_INTERVAL = 60
 UPLOAD_ROUTES = frozenset({"/v1/files", "/file-engine/api/uploadFileStream"})
 DOWNLOAD_ROUTES = frozenset({"/v1/files/{file_id}/content", "/file-engine/api/downloadFileStream"})
 # POSTs that create things: a retry with the same Idempotency-Key gets the first answer.
@@ -65,6 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tasks.start_soon(_housekeeping, services, stopping)
             tasks.start_soon(deliver_forever, services, stopping)
             tasks.start_soon(listen_for_events, services.db, services.bus.notify, stopping)
+            tasks.start_soon(_record_key_use, services, stopping)
             yield
             # Let the loops end between transactions rather than cancel them inside one.
             stopping.set()
@@ -88,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(files.router)
     app.include_router(conversations.router)
     app.include_router(webhooks.router)
+    app.include_router(keys.router)
     app.include_router(compat.router)
     app.include_router(system.router)
     # Added first, so innermost: metrics count replays; routing stays inside it.
@@ -104,6 +108,19 @@ def _announce_first_key(secret: str) -> None:
     # Printed, not logged: it goes to the operator's console once, alone on its line.
     print("Created the first API key (shown only this once; keep it):", flush=True)
     print(secret, flush=True)
+
+
+async def _record_key_use(services: Services, stopping: anyio.Event) -> None:
+    """Every minute, and at shutdown, write when keys were last used."""
+    while True:
+        with anyio.move_on_after(KEY_USE_INTERVAL):
+            await stopping.wait()
+        try:
+            await record_key_use(services)
+        except BACKEND_OUTAGES as e:
+            log.warning("key use not recorded (%s); trying again in a minute", e)
+        if stopping.is_set():
+            return
 
 
 async def _housekeeping(services: Services, stopping: anyio.Event) -> None:

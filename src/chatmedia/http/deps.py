@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 
-from chatmedia.models import ApiKey
+from chatmedia.access.principal import Principal, Scope
 from chatmedia.pipelines.keys import authenticate
 from chatmedia.services import Services
 
@@ -19,23 +19,39 @@ async def get_services(request: Request) -> Services:
     return services
 
 
-# Where a middleware that has already checked the request's key leaves it (request.state).
-CHECKED_KEY = "api_key"
-
-
+# Where a middleware that has already authenticated the request leaves its principal
+# (request.state).
+CHECKED_PRINCIPAL = "principal"
 # Declares the scheme in the OpenAPI document; the key itself is read by `authenticate`.
 bearer = HTTPBearer(
     auto_error=False, scheme_name="apiKey", description="An API key: `Authorization: Bearer cm_…`"
 )
+# An admin key without a tenant of its own acts in another tenant with ?tenant=NAME.
+TENANT_PARAMETER = "tenant"
 
 
-async def require_key(
-    request: Request,
-    _scheme: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
-) -> ApiKey:
-    """The request's API key; answers 401 without a valid one."""
-    checked: ApiKey | None = getattr(request.state, CHECKED_KEY, None)
+async def request_principal(request: Request) -> Principal:
+    """Who the request is: the principal of its API key; raises Unauthorized (401)."""
+    checked: Principal | None = getattr(request.state, CHECKED_PRINCIPAL, None)
     if checked is not None:
         return checked
     services: Services = request.app.state.services
-    return await authenticate(services, request.headers.get("authorization"))
+    tenant = request.query_params.get(TENANT_PARAMETER)
+    return await authenticate(services, request.headers.get("authorization"), tenant)
+
+
+async def _authorize(
+    request: Request,
+    required: SecurityScopes,
+    _scheme: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
+) -> Principal:
+    principal = await request_principal(request)
+    principal.require(*required.scopes)  # type: ignore[arg-type]
+    return principal
+
+
+def authorized(*scopes: Scope) -> Any:
+    """The dependency of a route that needs a key holding `scopes` (none: any valid key):
+    the request's Principal, or 401 / 403 missing_scope. The OpenAPI document shows the
+    scopes as the operation's security requirement."""
+    return Security(_authorize, scopes=list(scopes))

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 import anyio
+from starlette.datastructures import QueryParams
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatmedia.db import Database
@@ -36,9 +37,8 @@ from chatmedia.errors import (
     IdempotencyKeyInProgress,
     IdempotencyKeyReused,
     InvalidIdempotencyKey,
-    Unauthorized,
 )
-from chatmedia.http.deps import CHECKED_KEY
+from chatmedia.http.deps import CHECKED_PRINCIPAL, TENANT_PARAMETER
 from chatmedia.http.multipart import MAX_FIELD_BYTES, MAX_FIELDS, multipart_boundary
 from chatmedia.http.responses import CLIENT_CLOSED_REQUEST, error_response, unavailable
 from chatmedia.pipelines.keys import authenticate
@@ -111,17 +111,23 @@ class IdempotencyMiddleware:
             return
         # A request without a valid API key is the app's to refuse (401); it must not be
         # able to write records, nor learn anything from them.
+        tenant = QueryParams(scope["query_string"]).get(TENANT_PARAMETER)
         try:
-            key = await authenticate(self.services, authorization[0].decode("latin-1"))
-        except Unauthorized:
+            principal = await authenticate(
+                self.services, authorization[0].decode("latin-1"), tenant
+            )
+        except ChatMediaError:  # no valid key, or not for that tenant
             await self._call_app(scope, receive, send)
             return
-        scope.setdefault("state", {})[CHECKED_KEY] = key  # the routes need not look it up again
+        # The routes need not look it up again.
+        scope.setdefault("state", {})[CHECKED_PRINCIPAL] = principal
         if len(keys) > 1 or not valid_key(keys[0]):
             message = "Idempotency-Key must be one value of 1 to 255 printable ASCII characters"
             await self._refuse(scope, receive, send, InvalidIdempotencyKey(message))
             return
-        owner = hashlib.sha256(authorization[0]).hexdigest()
+        # Answers are kept per key and tenant: an admin key acting in two tenants keeps
+        # their answers apart.
+        owner = hashlib.sha256(authorization[0] + b"\0" + principal.tenant.encode()).hexdigest()
         await self._handle(scope, receive, send, owner, keys[0].decode("ascii"))
 
     def _pattern(self, scope: Scope) -> int | None:

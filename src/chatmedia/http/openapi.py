@@ -18,7 +18,15 @@ from typing import Any
 from fastapi import FastAPI
 from pydantic import BaseModel
 
-from chatmedia.errors import BackendUnavailable, BadRequest, ChatMediaError, Unauthorized
+from chatmedia.access.principal import TENANT_PATTERN
+from chatmedia.errors import (
+    BackendUnavailable,
+    BadRequest,
+    ChatMediaError,
+    MissingScope,
+    TenantNotAllowed,
+    Unauthorized,
+)
 from chatmedia.http.shapes import Error, Event, FileEngineError
 
 BINARY = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
@@ -46,6 +54,14 @@ STREAM_TOKEN = {
     "in": "query",
     "name": "token",
     "description": "The signed token of POST /v1/conversations/{conversationId}/events/token",
+}
+# Any keyed operation takes it (chatmedia.http.deps).
+TENANT = {
+    "name": "tenant",
+    "in": "query",
+    "required": False,
+    "description": "An admin key without a tenant of its own acts in this tenant",
+    "schema": {"type": "string", "pattern": TENANT_PATTERN},
 }
 # Routes that touch neither the database nor the store.
 _NO_BACKEND = frozenset({"/healthz", "/metrics"})
@@ -102,6 +118,9 @@ def _finish(document: dict[str, Any]) -> dict[str, Any]:
     _hoist_defs(document, schemas)
     for path, operations in document["paths"].items():
         for operation in operations.values():
+            keyed = any("apiKey" in choice for choice in operation.get("security", []))
+            if keyed:
+                operation.setdefault("parameters", []).append(TENANT)
             for parameter in operation.get("parameters", []):
                 _not_null(parameter["schema"])
             responses = operation.setdefault("responses", {})
@@ -111,6 +130,12 @@ def _finish(document: dict[str, Any]) -> dict[str, Any]:
                 _add(responses, BadRequest)
             if operation.get("security"):
                 _add(responses, Unauthorized)
+            if any(
+                scopes for choice in operation.get("security", []) for scopes in choice.values()
+            ):
+                _add(responses, MissingScope)
+            if keyed:
+                _add(responses, TenantNotAllowed)
             # A route that answers its own way to server faults (the file-engine's 500) has
             # them documented already.
             if path not in _NO_BACKEND and "500" not in responses:

@@ -12,6 +12,7 @@ import json
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -19,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from chatmedia.access.principal import CONVERSATION_PATTERN, TENANT_PATTERN, Scope
 from chatmedia.egress.credentials import (
     CREDENTIAL_PATTERN,
     HEADER_NAME_PATTERN,
@@ -35,6 +37,7 @@ from chatmedia.errors import BadRequest, InvalidProperties, InvalidSourceUrl
 from chatmedia.mediatypes import CONTENT_TYPE_PATTERN
 from chatmedia.pipelines.external import ExternalInfo
 from chatmedia.pipelines.fetch import ImportRequest
+from chatmedia.pipelines.keys import KeySpec
 from chatmedia.pipelines.messages import Attachment, MediaUrl, MessageDraft, StoredFile
 from chatmedia.pipelines.webhooks import EVENT_TYPES, MIN_SECRET_LENGTH
 from chatmedia.units import MAX_SIZE
@@ -309,6 +312,30 @@ class WebhookBody(_Body):
     secret: str | None = Field(
         None, min_length=MIN_SECRET_LENGTH, description="Generated when absent, and shown once"
     )
+
+
+class KeyBody(_Body):
+    """`POST /v1/keys`."""
+
+    name: str = Field(min_length=1, max_length=200)
+    scopes: list[Scope] = Field(min_length=1)
+    tenant: Annotated[str, Field(pattern=TENANT_PATTERN)] | None = None
+    conversations: list[Annotated[str, Field(pattern=CONVERSATION_PATTERN)]] | None = Field(
+        None, min_length=1, description="Exact ids, or prefixes such as 'acme-*'"
+    )
+    expires_at: AwareDatetime | None = Field(
+        None, alias="expiresAt", strict=False, description="A time to come, with its offset"
+    )
+
+    def to_spec(self) -> KeySpec:
+        """The key this body asks for."""
+        return KeySpec(
+            name=self.name,
+            scopes=tuple(dict.fromkeys(self.scopes)),
+            tenant=self.tenant,
+            conversations=None if self.conversations is None else tuple(self.conversations),
+            expires_at=self.expires_at,
+        )
 
 
 def _credentials(

@@ -141,3 +141,22 @@ class FileStat(_Shape):
     size: int
     etag: str | None
     last_modified: str = Field(alias="lastModified")
+
+
+class Key(_Shape):
+    """An API key; `key` (the secret) only in the answer that created it."""
+
+    id: str
+    name: str
+    scopes: list[str]
+    tenant: str | None = Field(description="null: no tenant of its own (the default one)")
+    conversations: list[str] | None = Field(description="null: any conversation")
+    expires_at: str | None = Field(alias="expiresAt")
+    created_at: str = Field(alias="createdAt")
+    last_used_at: str | None = Field(alias="lastUsedAt", description="To the minute")
+    revoked_at: str | None = Field(alias="revokedAt")
+    key: str | None = Field(None, description="Only in the answer that created it")
+
+
+class KeyList(_Shape):
+    items: list[Key]

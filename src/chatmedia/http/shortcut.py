@@ -20,7 +20,7 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatmedia.errors import ChatMediaError
-from chatmedia.http.deps import require_key
+from chatmedia.http.deps import request_principal
 from chatmedia.http.responses import render_error
 from chatmedia.http.routes import compat, files
 from chatmedia.services import BACKEND_OUTAGES, Services
@@ -80,8 +80,9 @@ class DownloadShortcut:
 
 
 async def _native(request: Request, services: Services) -> Response:
-    await require_key(request)
-    return await files.get_content(request.path_params["file_id"], request, services)
+    principal = await request_principal(request)
+    principal.require("files:read")
+    return await files.get_content(request.path_params["file_id"], request, services, principal)
 
 
 async def _file_engine(request: Request, services: Services) -> Response | None:

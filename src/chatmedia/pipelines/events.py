@@ -8,15 +8,18 @@ import hashlib
 import hmac
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import anyio
 
-from chatmedia.db.events import Events
-from chatmedia.db.keys import Keys
+from chatmedia.access.principal import Principal
+from chatmedia.db.events import Events, delete_events_before, last_event_seq
+from chatmedia.db.pages import Conversations
 from chatmedia.db.secrets import server_secret
-from chatmedia.errors import Unauthorized
-from chatmedia.models import ApiKey, Event
+from chatmedia.errors import NotFound, Unauthorized
+from chatmedia.models import Event
+from chatmedia.pipelines.keys import key_principal
 from chatmedia.services import Services
 
 KEEPALIVE_SECONDS = 15.0
@@ -26,20 +29,31 @@ PAGE = 200
 _SIGNING_KEY_NAME = "events-stream-token"  # the name of a secret kept in the database
 
 
-async def follow_events(
-    services: Services, conversation_id: str | None, after: int | None
+def follow_events(
+    services: Services, principal: Principal, conversation_id: str | None, after: int | None
 ) -> AsyncIterator[Event | None]:
-    """Every event after `after` (from the log, so nothing missed while disconnected is
-    lost), then each new one as it is logged, in id order; with `after` None, only new
-    ones. Yields None after each KEEPALIVE_SECONDS of silence."""
+    """Every event the principal may see (its tenant's, of its conversations) after
+    `after` (from the log, so nothing missed while disconnected is lost), then each new one
+    as it is logged, in id order; with `after` None, only new ones. Of one conversation, or
+    of all with `conversation_id` None. Yields None after each KEEPALIVE_SECONDS of
+    silence. Raises NotFound for a conversation the principal does not see."""
+    if conversation_id is not None and not principal.sees(conversation_id):
+        raise NotFound(f"no conversation '{conversation_id}'")
+    conversations = Conversations(only=conversation_id, patterns=principal.conversations)
+    return _follow(services, principal.tenant, conversations, after)
+
+
+async def _follow(
+    services: Services, tenant: str, conversations: Conversations, after: int | None
+) -> AsyncIterator[Event | None]:
     if after is None:
         async with services.db.read() as conn:
-            after = await Events(conn).last_seq()
+            after = await last_event_seq(conn)
     quiet_since = time.monotonic()
     while True:
         version = services.bus.version
         async with services.db.read() as conn:
-            batch = await Events(conn).after(after, conversation_id, PAGE)
+            batch = await Events(conn, tenant).after(after, conversations, PAGE)
         for event in batch:
             yield event
             after = event.seq
@@ -54,28 +68,32 @@ async def follow_events(
 
 
 async def stream_token(
-    services: Services, conversation_id: str, key: ApiKey
+    services: Services, principal: Principal, conversation_id: str
 ) -> tuple[str, datetime]:
     """A token that opens this conversation's event stream without a header, valid for
-    CHATMEDIA_EVENTS_TOKEN_TTL and only while `key` is not revoked; and its expiry."""
+    CHATMEDIA_EVENTS_TOKEN_TTL and only while the principal's key is active; and its
+    expiry. Raises NotFound for a conversation the principal does not see."""
+    if not principal.sees(conversation_id):
+        raise NotFound(f"no conversation '{conversation_id}'")
     expires = int(time.time() + services.settings.events_token_ttl.total_seconds())
-    payload = _b64(f"{expires}\n{key.id}\n{conversation_id}".encode())
+    fields = (str(expires), principal.key_id, principal.tenant, conversation_id)
+    payload = _b64("\n".join(fields).encode())
     signature = hmac.new(
         await server_secret(services.db, _SIGNING_KEY_NAME), payload.encode(), hashlib.sha256
     )
     return f"{payload}.{_b64(signature.digest())}", datetime.fromtimestamp(expires, UTC)
 
 
-async def check_stream_token(services: Services, token: str, conversation_id: str) -> None:
-    """Raise Unauthorized unless `token` is a valid, unexpired token for this conversation
-    whose key is still active."""
+async def check_stream_token(services: Services, token: str, conversation_id: str) -> Principal:
+    """The principal a valid, unexpired token for this conversation stands for, while its
+    key is active; raises Unauthorized otherwise."""
     payload, _, signature = token.partition(".")
     secret = await server_secret(services.db, _SIGNING_KEY_NAME)
     expected = _b64(hmac.new(secret, payload.encode(), hashlib.sha256).digest())
     if not hmac.compare_digest(expected, signature):
         raise Unauthorized("the stream token is not valid")
     try:
-        expires, key_id, token_conversation = _unb64(payload).decode().split("\n", 2)
+        expires, key_id, tenant, token_conversation = _unb64(payload).decode().split("\n", 3)
         expired = int(expires) < time.time()
     except ValueError:
         raise Unauthorized("the stream token is not valid") from None
@@ -83,9 +101,10 @@ async def check_stream_token(services: Services, token: str, conversation_id: st
         raise Unauthorized("the stream token has expired; ask for a new one")
     if token_conversation != conversation_id:
         raise Unauthorized("the stream token is for another conversation")
-    async with services.db.read() as conn:
-        if not await Keys(conn).is_active(key_id):
-            raise Unauthorized("the key that made this stream token was revoked")
+    principal = await key_principal(services, key_id)
+    if principal is None:
+        raise Unauthorized("the key that made this stream token was revoked or has expired")
+    return replace(principal, tenant=tenant)
 
 
 def _b64(data: bytes) -> str:
@@ -104,4 +123,4 @@ async def prune_events(services: Services, now: datetime | None = None) -> int:
     for are kept); returns how many were forgotten."""
     cutoff = (now or datetime.now(UTC)) - services.settings.event_retention
     async with services.db.write() as conn:
-        return await Events(conn).delete_before(cutoff)
+        return await delete_events_before(conn, cutoff)

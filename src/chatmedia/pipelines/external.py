@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from chatmedia.access.principal import Principal
 from chatmedia.db.engine import Conn
 from chatmedia.db.files import Files
 from chatmedia.egress.urls import parse_source_url
@@ -32,16 +33,22 @@ class ExternalInfo:
     properties: Mapping[str, Any] = field(default_factory=dict)
 
 
-async def create_external_file(services: Services, info: ExternalInfo) -> FileRecord:
+async def create_external_file(
+    services: Services, principal: Principal, info: ExternalInfo
+) -> FileRecord:
     """Record a reference to a file kept elsewhere (see `add_external_file`)."""
+    principal.check_create(info.conversation_id)
     async with services.db.write() as conn:
-        record = await add_external_file(conn, services, info)
+        record = await add_external_file(conn, services, info, principal.tenant)
     services.bus.notify()
     return record
 
 
-async def add_external_file(conn: Conn, services: Services, info: ExternalInfo) -> FileRecord:
-    """In the caller's write transaction: check a reference, add it, log `file.created`.
+async def add_external_file(
+    conn: Conn, services: Services, info: ExternalInfo, tenant: str
+) -> FileRecord:
+    """In the caller's write transaction: check a reference, add it to `tenant`, log
+    `file.created`.
     Its type must be a valid MIME type the type policy allows (the declared type: there are
     no bytes to look at); its size from 0 to 2**63-1."""
     # 1. Check what the client says.
@@ -55,19 +62,20 @@ async def add_external_file(conn: Conn, services: Services, info: ExternalInfo) 
         raise BadRequest("size must be an integer from 0 to 2**63-1")
     name = sanitize_name(info.name or url.url.path.rsplit("/", 1)[-1])
     # 2. Record it under a unique stored name and log its event.
-    files = Files(conn)
+    files = Files(conn, tenant)
     now = datetime.now(UTC)
     record = FileRecord(
         id=new_file_id(),
         type="EXTERNAL",
         name=name,
-        stored_name=await unique_stored_name(files, stored_name(info.conversation_id, name)),
+        stored_name=await unique_stored_name(conn, stored_name(info.conversation_id, name)),
         content_type=content_type,
         size=info.size,
         sha256=None,
         conversation_id=info.conversation_id,
         properties=dict(info.properties),
         created_at=now,
+        tenant=tenant,
         url=str(url.url),
     )
     await files.insert(record)

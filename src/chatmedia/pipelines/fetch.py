@@ -11,6 +11,7 @@ from urllib.parse import unquote
 
 import anyio
 
+from chatmedia.access.principal import Principal
 from chatmedia.egress.credentials import D360_HEADER, ChannelProfile, SourceCredentials
 from chatmedia.egress.fetcher import SourceResponse
 from chatmedia.egress.policy import host_matches
@@ -36,7 +37,9 @@ class ImportRequest:
     credentials: SourceCredentials = field(default_factory=SourceCredentials)
 
 
-async def import_file(services: Services, request: ImportRequest) -> FileRecord:
+async def import_file(
+    services: Services, principal: Principal, request: ImportRequest
+) -> FileRecord:
     """Fetch `request.source_url` and store it as a HOSTED file, with the same limits, type
     policy and dedup as an upload. Raises InvalidSourceUrl, DestinationNotAllowed,
     FileTooLarge, UnsupportedMediaType, SourceError or SourceTimeout; nothing partial is
@@ -44,6 +47,7 @@ async def import_file(services: Services, request: ImportRequest) -> FileRecord:
     settings = services.settings
     # 1. Read the URL and choose the credentials: the channel profile's, then the request's.
     source = parse_source_url(request.source_url)
+    principal.check_create(request.conversation_id)
     profile = settings.channels.get(request.channel or "", NO_PROFILE)
     if profile.allow_hosts and not host_matches(source.host, profile.allow_hosts):
         raise DestinationNotAllowed(f"channel {request.channel} does not fetch from {source.host}")
@@ -63,7 +67,7 @@ async def import_file(services: Services, request: ImportRequest) -> FileRecord:
                     conversation_id=request.conversation_id,
                     properties=request.properties,
                 )
-                return await store_file(services, response.body(), lambda: info)
+                return await store_file(services, principal, response.body(), lambda: info)
     except TimeoutError:
         deadline = settings.import_deadline
         raise SourceTimeout(f"the import took longer than {deadline:g} seconds") from None

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from chatmedia.access.principal import Principal
 from chatmedia.cursors import decode_cursor, encode_cursor
 from chatmedia.db.engine import Conn
-from chatmedia.db.files import Files
+from chatmedia.db.files import Files, expired_files, file_by_stored_name
+from chatmedia.db.pages import Conversations
 from chatmedia.errors import FileNotFound
 from chatmedia.models import FileRecord, Page
 from chatmedia.pipelines.upload import log_file_event
@@ -22,40 +24,54 @@ MAX_PAGE_SIZE = 1000
 SWEEP_BATCH = 100
 
 
-async def get_file(services: Services, file_id: str) -> FileRecord:
-    """The file with this id; raises FileNotFound."""
+async def get_file(services: Services, principal: Principal, file_id: str) -> FileRecord:
+    """The file with this id, if the principal sees it; raises FileNotFound."""
     async with services.db.read() as conn:
-        record = await Files(conn).get(file_id)
-    if record is None:
+        record = await Files(conn, principal.tenant).get(file_id)
+    if record is None or not principal.sees(record.conversation_id):
         raise FileNotFound(f"no file with id '{file_id}'")
     return record
 
 
-async def get_file_by_stored_name(services: Services, name: str) -> FileRecord:
-    """The file the file-engine API knows by `name`; raises FileNotFound."""
+async def get_file_by_stored_name(
+    services: Services, principal: Principal | None, name: str
+) -> FileRecord:
+    """The file the file-engine API knows by `name`, if the principal sees it (None: the
+    key-less download, which knows every tenant's files by their unique names); raises
+    FileNotFound."""
     async with services.db.read() as conn:
-        record = await Files(conn).get_by_stored_name(name)
-    if record is None:
+        if principal is None:
+            record = await file_by_stored_name(conn, name)
+        else:
+            record = await Files(conn, principal.tenant).get_by_stored_name(name)
+    if record is None or (principal is not None and not principal.sees(record.conversation_id)):
         raise FileNotFound(f"no file named '{name}'")
     return record
 
 
 async def list_files(
-    services: Services, conversation_id: str | None, limit: int, cursor: str | None
+    services: Services,
+    principal: Principal,
+    conversation_id: str | None,
+    limit: int,
+    cursor: str | None,
 ) -> Page:
-    """A page of files, newest first; `cursor` is the previous page's `next_cursor`.
-    Pages stay consistent while files are added: a cursor marks a position, not an offset."""
+    """A page of the files the principal sees, newest first; `cursor` is the previous
+    page's `next_cursor`. Pages stay consistent while files are added: a cursor marks a
+    position, not an offset."""
     before = decode_cursor(cursor) if cursor is not None else None
+    conversations = Conversations(only=conversation_id, patterns=principal.conversations)
     async with services.db.read() as conn:
-        items, last_seq = await Files(conn).page(conversation_id, limit, before)
+        items, last_seq = await Files(conn, principal.tenant).page(conversations, limit, before)
     return Page(items=tuple(items), next_cursor=encode_cursor(last_seq) if last_seq else None)
 
 
-async def delete_file(services: Services, file_id: str) -> FileRecord:
-    """Delete a file's row, and its blob when no other file uses the same bytes."""
+async def delete_file(services: Services, principal: Principal, file_id: str) -> FileRecord:
+    """Delete a file the principal sees: its row, and its blob when no other file uses the
+    same bytes."""
     async with services.db.write() as conn:
-        record = await Files(conn).get(file_id)
-        if record is None:
+        record = await Files(conn, principal.tenant).get(file_id)
+        if record is None or not principal.sees(record.conversation_id):
             raise FileNotFound(f"no file with id '{file_id}'")
         await remove_file(conn, services, record)
     services.bus.notify()
@@ -65,7 +81,7 @@ async def delete_file(services: Services, file_id: str) -> FileRecord:
 async def remove_file(conn: Conn, services: Services, record: FileRecord) -> None:
     """In the caller's write transaction: remove a file's row, log `file.deleted`, and
     release its blob, removing the bytes while holding the blob's lock."""
-    files = Files(conn)
+    files = Files(conn, record.tenant)
     await files.delete(record.id)
     if record.sha256 and await files.release_blob(record.sha256):
         await services.store.delete(record.sha256)
@@ -81,12 +97,15 @@ async def sweep_expired(services: Services, now: datetime | None = None) -> int:
     deleted = 0
     while True:
         async with services.db.read() as conn:
-            batch = await Files(conn).expired_ids(cutoff, SWEEP_BATCH)
-        for file_id in batch:
-            try:
-                await delete_file(services, file_id)
-            except FileNotFound:  # deleted meanwhile by a client
-                continue
+            batch = await expired_files(conn, cutoff, SWEEP_BATCH)
+        for expired in batch:
+            async with services.db.write() as conn:
+                record = await Files(conn, expired.tenant).get(expired.id)
+                if record is None:  # deleted meanwhile by a client
+                    continue
+                await remove_file(conn, services, record)
             deleted += 1
+        if batch:
+            services.bus.notify()
         if len(batch) < SWEEP_BATCH:
             return deleted

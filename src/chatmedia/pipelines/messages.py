@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, get_args
 from urllib.parse import parse_qs, urlsplit
 
+from chatmedia.access.principal import Principal
 from chatmedia.cursors import decode_cursor, encode_cursor
 from chatmedia.db.engine import Conn
 from chatmedia.db.events import Events
@@ -63,88 +64,136 @@ Attachment = StoredFile | ExternalInfo | MediaUrl
 
 
 async def post_message(
-    services: Services, draft: MessageDraft, attachment: Attachment | None = None
+    services: Services,
+    principal: Principal,
+    draft: MessageDraft,
+    attachment: Attachment | None = None,
 ) -> Posted:
-    """Add a message, with the file it carries (found, or added as an EXTERNAL file)."""
+    """Add a message, with the file it carries (found, or added as an EXTERNAL file: that
+    needs files:write too)."""
+    principal.check_create(draft.conversation_id)
     async with services.db.write() as conn:
         # 1. Find or add the message's file.
-        file = await _attached_file(conn, services, draft.conversation_id, attachment)
+        file = await _attached_file(conn, services, principal, draft.conversation_id, attachment)
         # 2. Add the message and log its event.
-        message = await _add_message(conn, services, draft, file)
+        message = await _add_message(conn, services, principal.tenant, draft, file)
     services.bus.notify()
     return message, file
 
 
 async def post_upload_message(
     services: Services,
+    principal: Principal,
     chunks: AsyncIterable[bytes],
     describe: Callable[[], tuple[MessageDraft, UploadInfo]],
 ) -> Posted:
     """Upload a file and post the message that carries it, in one request and one
-    transaction. `describe` gives both once the body has been read."""
+    transaction (files:write and messages:write). `describe` gives both once the body has
+    been read."""
+    principal.require("files:write")
     # 1. Stream the file to staging, checking size and type as the bytes arrive.
     async with staged_upload(services, chunks) as upload:
         draft, info = describe()
+        principal.check_create(draft.conversation_id)
         async with services.db.write() as conn:
             # 2. Add the file, then the message, with both events.
-            file = await add_hosted_file(conn, services, upload, info)
-            message = await _add_message(conn, services, draft, file)
+            file = await add_hosted_file(conn, services, upload, info, principal.tenant)
+            message = await _add_message(conn, services, principal.tenant, draft, file)
     services.bus.notify()
     return message, file
 
 
-async def get_message(services: Services, conversation_id: str, message_id: str) -> Posted:
+async def get_message(
+    services: Services, principal: Principal, conversation_id: str, message_id: str
+) -> Posted:
     """A message and its file (None if it has none, or it was deleted)."""
     async with services.db.read() as conn:
-        message = await Messages(conn).get(conversation_id, message_id)
-        if message is None:
+        message = await Messages(conn, principal.tenant).get(conversation_id, message_id)
+        if message is None or not principal.sees(conversation_id):
             raise MessageNotFound(f"no message with id '{message_id}' in this conversation")
-        file = await Files(conn).get(message.file_id) if message.file_id else None
+        file = await _file_of(conn, principal, message)
     return message, file
 
 
 async def list_messages(
-    services: Services, conversation_id: str, limit: int, before: str | None
+    services: Services,
+    principal: Principal,
+    conversation_id: str,
+    limit: int,
+    before: str | None,
 ) -> tuple[list[Posted], str | None]:
-    """A page of messages, newest first, and the cursor of the next page."""
+    """A page of messages, newest first, and the cursor of the next page (none at all in
+    a conversation the principal does not see)."""
     before_seq = decode_cursor(before) if before is not None else None
+    if not principal.sees(conversation_id):
+        return [], None
     async with services.db.read() as conn:
-        messages, last_seq = await Messages(conn).page(conversation_id, limit, before_seq)
-        files = await Files(conn).get_many({m.file_id for m in messages if m.file_id})
-    page = [(m, files.get(m.file_id) if m.file_id else None) for m in messages]
+        messages, last_seq = await Messages(conn, principal.tenant).page(
+            conversation_id, limit, before_seq
+        )
+        files = await Files(conn, principal.tenant).get_many(
+            {m.file_id for m in messages if m.file_id}
+        )
+    page = [(m, _visible(principal, files.get(m.file_id or ""))) for m in messages]
     return page, encode_cursor(last_seq) if last_seq else None
 
 
 async def delete_message(
-    services: Services, conversation_id: str, message_id: str, delete_file: bool
+    services: Services,
+    principal: Principal,
+    conversation_id: str,
+    message_id: str,
+    delete_file: bool,
 ) -> None:
-    """Delete a message (logging `message.deleted`), and its file when asked to."""
+    """Delete a message (logging `message.deleted`), and its file when asked to (which
+    needs files:delete)."""
+    if delete_file:
+        principal.require("files:delete")
+    tenant = principal.tenant
     async with services.db.write() as conn:
-        message = await Messages(conn).get(conversation_id, message_id)
-        if message is None:
+        message = await Messages(conn, tenant).get(conversation_id, message_id)
+        if message is None or not principal.sees(conversation_id):
             raise MessageNotFound(f"no message with id '{message_id}' in this conversation")
-        file = await Files(conn).get(message.file_id) if message.file_id else None
-        await Messages(conn).delete(message_id)
+        file = await _file_of(conn, principal, message)
+        await Messages(conn, tenant).delete(message_id)
         if delete_file and file is not None:
             await remove_file(conn, services, file)
         data = message_view(message, file, services.settings.public_url)
-        await Events(conn).append("message.deleted", conversation_id, data, datetime.now(UTC))
+        now = datetime.now(UTC)
+        await Events(conn, tenant).append("message.deleted", conversation_id, data, now)
     services.bus.notify()
 
 
+async def _file_of(conn: Conn, principal: Principal, message: MessageRecord) -> FileRecord | None:
+    if message.file_id is None:
+        return None
+    return _visible(principal, await Files(conn, principal.tenant).get(message.file_id))
+
+
+def _visible(principal: Principal, file: FileRecord | None) -> FileRecord | None:
+    """The file, unless the principal may not see it (then shown as none)."""
+    return file if file is not None and principal.sees(file.conversation_id) else None
+
+
 async def _attached_file(
-    conn: Conn, services: Services, conversation_id: str, attachment: Attachment | None
+    conn: Conn,
+    services: Services,
+    principal: Principal,
+    conversation_id: str,
+    attachment: Attachment | None,
 ) -> FileRecord | None:
     if attachment is None:
         return None
     if isinstance(attachment, StoredFile):
-        return await _stored_file(conn, file_id=attachment.file_id)
+        return await _stored_file(conn, principal, file_id=attachment.file_id)
     if isinstance(attachment, ExternalInfo):
+        principal.require("files:write")
         external = replace(attachment, conversation_id=conversation_id)
-        return await add_external_file(conn, services, external)
+        return await add_external_file(conn, services, external, principal.tenant)
     own = own_file_reference(services.settings.public_url, attachment.url)
     if own is not None:
-        return await _stored_file(conn, **own)
+        return await _stored_file(conn, principal, **own)
+    principal.require("files:write")
     external = ExternalInfo(
         url=attachment.url,
         content_type=attachment.content_type or OCTET_STREAM,
@@ -152,17 +201,17 @@ async def _attached_file(
         name=attachment.name,
         conversation_id=conversation_id,
     )
-    return await add_external_file(conn, services, external)
+    return await add_external_file(conn, services, external, principal.tenant)
 
 
 async def _stored_file(
-    conn: Conn, file_id: str | None = None, stored_name: str | None = None
+    conn: Conn, principal: Principal, file_id: str | None = None, stored_name: str | None = None
 ) -> FileRecord:
-    files = Files(conn)
+    files = Files(conn, principal.tenant)
     file = (
         await files.get(file_id) if file_id else await files.get_by_stored_name(stored_name or "")
     )
-    if file is None:
+    if file is None or not principal.sees(file.conversation_id):
         raise FileNotFound(f"no file '{file_id or stored_name}' to attach")
     return file
 
@@ -185,7 +234,7 @@ def own_file_reference(public_url: str, url: str) -> dict[str, str] | None:
 
 
 async def _add_message(
-    conn: Conn, services: Services, draft: MessageDraft, file: FileRecord | None
+    conn: Conn, services: Services, tenant: str, draft: MessageDraft, file: FileRecord | None
 ) -> MessageRecord:
     message = MessageRecord(
         id=secrets.token_urlsafe(16),
@@ -197,10 +246,12 @@ async def _add_message(
         properties=dict(draft.properties),
         sender=dict(draft.sender),
         created_at=datetime.now(UTC),
+        tenant=tenant,
     )
-    await Messages(conn).insert(message)
+    await Messages(conn, tenant).insert(message)
     data = message_view(message, file, services.settings.public_url)
-    await Events(conn).append("message.created", draft.conversation_id, data, message.created_at)
+    events = Events(conn, tenant)
+    await events.append("message.created", draft.conversation_id, data, message.created_at)
     return message
 
 

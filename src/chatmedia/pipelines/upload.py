@@ -14,9 +14,10 @@ import anyio
 from anyio import to_thread
 
 from chatmedia import mediatypes
+from chatmedia.access.principal import Principal
 from chatmedia.db.engine import Conn
 from chatmedia.db.events import Events
-from chatmedia.db.files import Files
+from chatmedia.db.files import Files, stored_name_taken
 from chatmedia.errors import FileTooLarge, UnsupportedMediaType
 from chatmedia.mediatypes import TypePolicy
 from chatmedia.models import FileRecord
@@ -68,26 +69,28 @@ async def staged_upload(
 
 
 async def add_hosted_file(
-    conn: Conn, services: Services, upload: StagedUpload, info: UploadInfo
+    conn: Conn, services: Services, upload: StagedUpload, info: UploadInfo, tenant: str
 ) -> FileRecord:
-    """In the caller's write transaction: add the file's row, log `file.created`, and make
-    its blob visible, holding the blob's lock (see chatmedia.pipelines.files)."""
+    """In the caller's write transaction: add the file's row to `tenant`, log
+    `file.created`, and make its blob visible, holding the blob's lock (see
+    chatmedia.pipelines.files)."""
     now = datetime.now(UTC)
     default_name = mediatypes.DEFAULT_NAME_STEM + mediatypes.extension_for(upload.content_type)
     name = sanitize_name(info.name, default=default_name)
-    files = Files(conn)
+    files = Files(conn, tenant)
     await files.lock_blob(upload.blob.sha256, upload.blob.size, now)
     record = FileRecord(
         id=new_file_id(),
         type="HOSTED",
         name=name,
-        stored_name=await unique_stored_name(files, stored_name(info.conversation_id, name)),
+        stored_name=await unique_stored_name(conn, stored_name(info.conversation_id, name)),
         content_type=upload.content_type,
         size=upload.blob.size,
         sha256=upload.blob.sha256,
         conversation_id=info.conversation_id,
         properties=dict(info.properties),
         created_at=now,
+        tenant=tenant,
     )
     await files.insert(record)
     await services.store.promote(upload.blob)
@@ -96,21 +99,26 @@ async def add_hosted_file(
 
 
 async def store_file(
-    services: Services, chunks: AsyncIterable[bytes], describe: Callable[[], UploadInfo]
+    services: Services,
+    principal: Principal,
+    chunks: AsyncIterable[bytes],
+    describe: Callable[[], UploadInfo],
 ) -> FileRecord:
-    """Store the bytes of `chunks` as a new HOSTED file. `describe` gives the file's name and
-    conversation once the bytes are in (in a multipart body they may come after the file).
+    """Store the bytes of `chunks` as a new HOSTED file of the principal's tenant.
+    `describe` gives the file's name and conversation once the bytes are in (in a multipart
+    body they may come after the file).
 
-    Raises FileTooLarge or UnsupportedMediaType while the bytes flow, and whatever
-    `describe` raises; in every case nothing of the upload is left behind.
+    Raises FileTooLarge or UnsupportedMediaType while the bytes flow, whatever `describe`
+    raises, and ConversationNotAllowed; in every case nothing of the upload is left behind.
     """
     # 1. Stream to staging, checking size and type as the bytes arrive.
     async with staged_upload(services, chunks) as upload:
-        # 2. Read the metadata, complete now that the body is.
+        # 2. Read the metadata, complete now that the body is, and check where it goes.
         info = describe()
+        principal.check_create(info.conversation_id)
         # 3. Record the file, log its event and make its blob visible, in one transaction.
         async with services.db.write() as conn:
-            record = await add_hosted_file(conn, services, upload, info)
+            record = await add_hosted_file(conn, services, upload, info, principal.tenant)
     services.bus.notify()
     return record
 
@@ -120,14 +128,15 @@ async def log_file_event(
 ) -> None:
     """Log `file.created` or `file.deleted` in the caller's transaction."""
     data = file_view(record, services.settings.public_url)
-    await Events(conn).append(kind, record.conversation_id, data, now)
+    await Events(conn, record.tenant).append(kind, record.conversation_id, data, now)
 
 
-async def unique_stored_name(files: Files, wanted: str) -> str:
-    """`wanted`, or `wanted` with a short random suffix before its extension when taken:
-    an earlier file is never overwritten."""
+async def unique_stored_name(conn: Conn, wanted: str) -> str:
+    """`wanted`, or `wanted` with a short random suffix before its extension when taken
+    (in any tenant: the file-engine knows files by name alone): an earlier file is never
+    overwritten."""
     candidate = wanted
-    while await files.stored_name_taken(candidate):
+    while await stored_name_taken(conn, candidate):
         candidate = with_suffix(wanted, secrets.token_hex(4))
     return candidate
 

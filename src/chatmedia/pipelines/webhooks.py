@@ -24,10 +24,17 @@ from datetime import UTC, datetime, timedelta
 
 import anyio
 
+from chatmedia.access.principal import Principal
 from chatmedia.cursors import decode_cursor, encode_cursor
-from chatmedia.db.webhooks import Claimed, Delivery, Webhook, Webhooks
+from chatmedia.db.webhooks import Claimed, Delivery, Outbox, Webhook, Webhooks
 from chatmedia.egress.urls import parse_source_url
-from chatmedia.errors import BadRequest, ChatMediaError, SourceError, WebhookNotFound
+from chatmedia.errors import (
+    BadRequest,
+    ChatMediaError,
+    ConversationNotAllowed,
+    SourceError,
+    WebhookNotFound,
+)
 from chatmedia.services import BACKEND_OUTAGES, Services
 from chatmedia.views import event_view
 
@@ -47,12 +54,27 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={digest.hexdigest()}"
 
 
+def _tenant_wide(principal: Principal) -> str:
+    """The tenant whose webhooks the principal manages. A webhook receives every event of
+    its tenant, so a key restricted to conversations manages none."""
+    if principal.conversations is not None:
+        raise ConversationNotAllowed(
+            "a webhook receives every conversation's events: this key is restricted to some"
+        )
+    return principal.tenant
+
+
 async def create_webhook(
-    services: Services, url: str, events: Sequence[str] | None, secret: str | None
+    services: Services,
+    principal: Principal,
+    url: str,
+    events: Sequence[str] | None,
+    secret: str | None,
 ) -> Webhook:
     """Register a receiver of `events` (all when None or ["*"]). Its URL obeys the import
     destination policy, checked now and at every delivery. The secret is generated when
     not given; it is returned here and never shown again."""
+    tenant = _tenant_wide(principal)
     target = parse_source_url(url)
     # DestinationNotAllowed (403) before saving; a name that does not resolve (yet) cannot
     # be judged now, and every delivery checks again.
@@ -70,43 +92,47 @@ async def create_webhook(
         events=kinds,
         secret=secret or "whsec_" + secrets.token_urlsafe(32),
         created_at=datetime.now(UTC),
+        tenant=tenant,
     )
     async with services.db.write() as conn:
-        await Webhooks(conn).create(hook)
+        await Webhooks(conn, tenant).create(hook)
     return hook
 
 
-async def list_webhooks(services: Services) -> list[Webhook]:
-    """Every webhook."""
+async def list_webhooks(services: Services, principal: Principal) -> list[Webhook]:
+    """Every webhook of the principal's tenant."""
+    tenant = _tenant_wide(principal)
     async with services.db.read() as conn:
-        return await Webhooks(conn).all()
+        return await Webhooks(conn, tenant).all()
 
 
-async def get_webhook(services: Services, hook_id: str) -> Webhook:
+async def get_webhook(services: Services, principal: Principal, hook_id: str) -> Webhook:
     """One webhook; raises WebhookNotFound."""
+    tenant = _tenant_wide(principal)
     async with services.db.read() as conn:
-        hook = await Webhooks(conn).get(hook_id)
+        hook = await Webhooks(conn, tenant).get(hook_id)
     if hook is None:
         raise WebhookNotFound(f"no webhook with id '{hook_id}'")
     return hook
 
 
-async def delete_webhook(services: Services, hook_id: str) -> None:
+async def delete_webhook(services: Services, principal: Principal, hook_id: str) -> None:
     """Remove a webhook and the deliveries still queued for it."""
+    tenant = _tenant_wide(principal)
     async with services.db.write() as conn:
-        if not await Webhooks(conn).delete(hook_id):
+        if not await Webhooks(conn, tenant).delete(hook_id):
             raise WebhookNotFound(f"no webhook with id '{hook_id}'")
 
 
 async def list_deliveries(
-    services: Services, hook_id: str, limit: int, cursor: str | None
+    services: Services, principal: Principal, hook_id: str, limit: int, cursor: str | None
 ) -> tuple[list[Delivery], str | None]:
     """A page of a webhook's deliveries, newest first (attempts, last status and error),
     and the cursor of the next page."""
-    await get_webhook(services, hook_id)
+    hook = await get_webhook(services, principal, hook_id)
     before = decode_cursor(cursor) if cursor is not None else None
     async with services.db.read() as conn:
-        page, next_seq = await Webhooks(conn).deliveries(hook_id, limit, before)
+        page, next_seq = await Webhooks(conn, hook.tenant).deliveries(hook_id, limit, before)
     return page, encode_cursor(next_seq) if next_seq else None
 
 
@@ -126,7 +152,7 @@ async def deliver_forever(services: Services, stopping: anyio.Event) -> None:
             if free:
                 try:
                     async with services.db.write() as conn:
-                        claimed = await Webhooks(conn).claim_due(datetime.now(UTC), lease, free)
+                        claimed = await Outbox(conn).claim_due(datetime.now(UTC), lease, free)
                 except BACKEND_OUTAGES as e:
                     log.warning("could not claim webhook deliveries (%s); trying again", e)
                 except Exception:
@@ -179,7 +205,7 @@ async def attempt_delivery(services: Services, claimed: Claimed) -> None:
     now = datetime.now(UTC)
     retry_at = None if error is None else _retry_at(services, delivery, now)
     async with services.db.write() as conn:
-        await Webhooks(conn).record_attempt(
+        await Outbox(conn).record_attempt(
             delivery.seq, now, delivered=error is None, status=status, error=error,
             next_attempt_at=retry_at,
         )  # fmt: skip

@@ -17,9 +17,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
+from chatmedia.access.principal import Principal
 from chatmedia.errors import ChatMediaError, FileNotFound
 from chatmedia.http.content import content_response
-from chatmedia.http.deps import get_services, require_key
+from chatmedia.http.deps import authorized, get_services
 from chatmedia.http.forms import NOT_BLANK, compat_info, read_form
 from chatmedia.http.jsonbody import json_body_doc, read_body, validate
 from chatmedia.http.openapi import answers
@@ -45,6 +46,7 @@ from chatmedia.views import timestamp
 log = logging.getLogger("chatmedia")
 router = APIRouter(prefix="/file-engine/api", tags=["file-engine (compatibility)"])
 ServicesDep = Annotated[Services, Depends(get_services)]
+Writer = Annotated[Principal, authorized("files:write")]
 Filename = Annotated[str, Query(min_length=1, description="The file's stored name")]
 UPLOAD_FAILED = "An error occurred while uploading file."
 
@@ -63,7 +65,6 @@ def _file_engine_answers(*errors: type[ChatMediaError]) -> dict[int | str, dict[
 
 @router.post(
     "/uploadFileStream",
-    dependencies=[Depends(require_key)],
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -79,14 +80,16 @@ def _file_engine_answers(*errors: type[ChatMediaError]) -> dict[int | str, dict[
     responses=_file_engine_answers(*FORM_ERRORS, *UPLOAD_ERRORS),
     summary="Upload a file (parts: file, conversationId)",
 )
-async def upload_file_stream(request: Request, services: ServicesDep) -> JSONResponse:
+async def upload_file_stream(
+    request: Request, services: ServicesDep, principal: Writer
+) -> JSONResponse:
     """Stores the file as `<conversationId>_<filename>` (made unique when taken)."""
-    return await upload_answer(_upload(request, services))
+    return await upload_answer(_upload(request, services, principal))
 
 
-async def _upload(request: Request, services: Services) -> FileRecord:
+async def _upload(request: Request, services: Services, principal: Principal) -> FileRecord:
     form = read_form(request)
-    return await store_file(services, form.file_chunks(), lambda: compat_info(form))
+    return await store_file(services, principal, form.file_chunks(), lambda: compat_info(form))
 
 
 async def upload_answer(upload: Awaitable[FileRecord]) -> JSONResponse:
@@ -129,21 +132,22 @@ _IMPORT_DOC["requestBody"]["content"]["application/x-www-form-urlencoded"] = {
 
 @router.post(
     "/uploadFileFromUrl",
-    dependencies=[Depends(require_key)],
     openapi_extra=_IMPORT_DOC,
     response_model=None,
     responses=_file_engine_answers(*IMPORT_ERRORS),
     summary="Import a file from a URL (JSON or urlencoded form)",
 )
-async def upload_file_from_url(request: Request, services: ServicesDep) -> JSONResponse:
+async def upload_file_from_url(
+    request: Request, services: ServicesDep, principal: Writer
+) -> JSONResponse:
     """Stores the fetched file as `<conversationId>_<fileName>`, the name defaulting to the
     source's (Content-Disposition, else the URL's last segment)."""
-    return await upload_answer(_import(request, services))
+    return await upload_answer(_import(request, services, principal))
 
 
-async def _import(request: Request, services: Services) -> FileRecord:
+async def _import(request: Request, services: Services, principal: Principal) -> FileRecord:
     body = validate(FileEngineImportBody, await read_body(request))
-    return await import_file(services, body.to_request())
+    return await import_file(services, principal, body.to_request())
 
 
 @router.get(
@@ -164,20 +168,23 @@ async def download_file_stream(
     request: Request, services: ServicesDep, filename: Filename
 ) -> Response:
     """The bytes, with the same Range and conditional semantics as the native API."""
-    record = await get_file_by_stored_name(services, filename)
+    record = await get_file_by_stored_name(services, None, filename)
     return await content_response(request, record, services)
 
 
 @router.get(
     "/getFileStat",
-    dependencies=[Depends(require_key)],
     response_model=None,
     responses=answers(FileNotFound, ok=FileStat),
     summary="A file's stat",
 )
-async def get_file_stat(services: ServicesDep, filename: Filename) -> dict[str, Any]:
+async def get_file_stat(
+    services: ServicesDep,
+    principal: Annotated[Principal, authorized("files:read")],
+    filename: Filename,
+) -> dict[str, Any]:
     """`{"name", "type", "size", "etag", "lastModified"}`."""
-    record = await get_file_by_stored_name(services, filename)
+    record = await get_file_by_stored_name(services, principal, filename)
     return {
         "name": record.stored_name,
         "type": record.content_type,

@@ -10,14 +10,17 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from chatmedia.access.principal import Principal
 from chatmedia.errors import (
     FileNotFound,
     InvalidCursor,
     InvalidSourceUrl,
     MessageNotFound,
+    MissingScope,
+    NotFound,
     RequestTooLarge,
 )
-from chatmedia.http.deps import bearer, get_services, require_key
+from chatmedia.http.deps import authorized, bearer, get_services, request_principal
 from chatmedia.http.forms import message_info, read_form
 from chatmedia.http.jsonbody import json_body_doc, read_body, validate
 from chatmedia.http.openapi import EVENT_STREAM, LOCATION, answers
@@ -32,15 +35,16 @@ from chatmedia.http.routes.files import (
 )
 from chatmedia.http.schemas import MessageBody
 from chatmedia.http.shapes import Message, MessagePage, StreamLink
-from chatmedia.models import ApiKey, Event
+from chatmedia.models import Event
 from chatmedia.pipelines import events, messages
-from chatmedia.pipelines.keys import authenticate
 from chatmedia.services import Services
 from chatmedia.views import event_view, message_view, timestamp
 
 router = APIRouter(prefix="/v1", tags=["conversations"])
 ServicesDep = Annotated[Services, Depends(get_services)]
-KeyDep = Annotated[ApiKey, Depends(require_key)]
+MessageReader = Annotated[Principal, authorized("messages:read")]
+MessageWriter = Annotated[Principal, authorized("messages:write")]
+EventReader = Annotated[Principal, authorized("events:read")]
 ConversationId = Annotated[str, Path(alias="conversationId", min_length=1, max_length=255)]
 MAX_PAGE = 1000
 
@@ -59,9 +63,9 @@ LAST_EVENT_ID = "^[0-9]{1,18}$"
 _STREAM_AUTH: dict[str, Any] = {"security": [{bearer.scheme_name: []}, {"streamToken": []}]}
 
 
-def key_sender(key: ApiKey) -> dict[str, Any]:
+def key_sender(principal: Principal) -> dict[str, Any]:
     """Who sent a message when the client does not say: the API key."""
-    return {"type": "API_KEY", "id": key.id, "name": key.name}
+    return {"type": "API_KEY", "id": principal.key_id, "name": principal.key_name}
 
 
 @router.post(
@@ -83,21 +87,27 @@ def key_sender(key: ApiKey) -> dict[str, Any]:
     summary="Post a message",
 )
 async def post_message(
-    conversation_id: ConversationId, request: Request, services: ServicesDep, key: KeyDep
+    conversation_id: ConversationId,
+    request: Request,
+    services: ServicesDep,
+    principal: MessageWriter,
 ) -> JSONResponse:
     """JSON: a text message, or a media message with `fileId`, `file` or `mediaUrl`.
     multipart/form-data: `file` plus optional `body`, `groupTag`, `properties`."""
-    sender = key_sender(key)
+    sender = key_sender(principal)
     content_type = request.headers.get("content-type", "")
     if content_type.lower().startswith("multipart/form-data"):
         form = read_form(request)
         message, file = await messages.post_upload_message(
-            services, form.file_chunks(), lambda: message_info(form, conversation_id, sender)
+            services,
+            principal,
+            form.file_chunks(),
+            lambda: message_info(form, conversation_id, sender),
         )
     else:
         body = validate(MessageBody, await read_body(request))
         draft, attachment = body.to_post(conversation_id, sender)
-        message, file = await messages.post_message(services, draft, attachment)
+        message, file = await messages.post_message(services, principal, draft, attachment)
     base = services.settings.public_url
     location = f"{base}/v1/conversations/{quote(conversation_id, safe='')}/messages/{message.id}"
     return JSONResponse(message_view(message, file, base), 201, {"Location": location})
@@ -112,12 +122,12 @@ async def post_message(
 async def list_messages(
     conversation_id: ConversationId,
     services: ServicesDep,
-    _key: KeyDep,
+    principal: MessageReader,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
     before: Annotated[str | None, CURSOR] = None,
 ) -> dict[str, Any]:
     """A page of messages; pass `nextCursor` back as `before` for the next page."""
-    page, cursor = await messages.list_messages(services, conversation_id, limit, before)
+    page, cursor = await messages.list_messages(services, principal, conversation_id, limit, before)
     base = services.settings.public_url
     return {"items": [message_view(m, f, base) for m, f in page], "nextCursor": cursor}
 
@@ -132,10 +142,10 @@ async def get_message(
     conversation_id: ConversationId,
     message_id: Annotated[str, Path(alias="messageId")],
     services: ServicesDep,
-    _key: KeyDep,
+    principal: MessageReader,
 ) -> dict[str, Any]:
     """The Message, with its File."""
-    message, file = await messages.get_message(services, conversation_id, message_id)
+    message, file = await messages.get_message(services, principal, conversation_id, message_id)
     return message_view(message, file, services.settings.public_url)
 
 
@@ -150,26 +160,26 @@ async def delete_message(
     conversation_id: ConversationId,
     message_id: Annotated[str, Path(alias="messageId")],
     services: ServicesDep,
-    _key: KeyDep,
+    principal: MessageWriter,
     delete_file: Annotated[bool, Query(alias="deleteFile")] = False,
 ) -> Response:
-    """Removes the message; its file stays unless `deleteFile=true`."""
-    await messages.delete_message(services, conversation_id, message_id, delete_file)
+    """Removes the message; its file stays unless `deleteFile=true` (files:delete too)."""
+    await messages.delete_message(services, principal, conversation_id, message_id, delete_file)
     return Response(status_code=204)
 
 
 @router.post(
     "/conversations/{conversationId}/events/token",
     response_model=None,
-    responses=answers(ok=StreamLink),
+    responses=answers(NotFound, ok=StreamLink),
     summary="A signed stream URL",
 )
 async def stream_token(
-    conversation_id: ConversationId, services: ServicesDep, key: KeyDep
+    conversation_id: ConversationId, services: ServicesDep, principal: EventReader
 ) -> dict[str, str]:
     """A short-lived URL of this conversation's event stream that needs no header (for a
     browser's EventSource)."""
-    token, expires = await events.stream_token(services, conversation_id, key)
+    token, expires = await events.stream_token(services, principal, conversation_id)
     path = f"/v1/conversations/{quote(conversation_id, safe='')}/events"
     url = f"{services.settings.public_url}{path}?token={token}"
     return {"url": url, "expiresAt": timestamp(expires)}
@@ -178,7 +188,7 @@ async def stream_token(
 @router.get(
     "/conversations/{conversationId}/events",
     response_class=StreamingResponse,
-    responses=answers(ok=EVENT_STREAM),
+    responses=answers(MissingScope, NotFound, ok=EVENT_STREAM),
     openapi_extra=_STREAM_AUTH,
     summary="A conversation's events (SSE)",
 )
@@ -193,10 +203,11 @@ async def conversation_events(
     """Server-Sent Events of the conversation: message.created, message.deleted,
     file.created, file.deleted. Resume with `Last-Event-ID` (or `?lastEventId=`)."""
     if token is not None:
-        await events.check_stream_token(services, token, conversation_id)
+        principal = await events.check_stream_token(services, token, conversation_id)
     else:
-        await authenticate(services, request.headers.get("authorization"))
-    return _stream(services, conversation_id, last_event_id or since)
+        principal = await request_principal(request)
+    principal.require("events:read")
+    return _stream(services, principal, conversation_id, last_event_id or since)
 
 
 @router.get(
@@ -207,18 +218,20 @@ async def conversation_events(
 )
 async def all_events(
     services: ServicesDep,
-    _key: KeyDep,
+    principal: EventReader,
     last_event_id: Annotated[str | None, Header(pattern=LAST_EVENT_ID)] = None,
     since: Annotated[str | None, Query(alias="lastEventId", pattern=LAST_EVENT_ID)] = None,
 ) -> StreamingResponse:
-    """Server-Sent Events of all conversations (and of files in none)."""
-    return _stream(services, None, last_event_id or since)
+    """Server-Sent Events of all the conversations the key sees (and of files in none)."""
+    return _stream(services, principal, None, last_event_id or since)
 
 
 def _stream(
-    services: Services, conversation_id: str | None, after: str | None
+    services: Services, principal: Principal, conversation_id: str | None, after: str | None
 ) -> StreamingResponse:
-    followed = events.follow_events(services, conversation_id, int(after) if after else None)
+    followed = events.follow_events(
+        services, principal, conversation_id, int(after) if after else None
+    )
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return StreamingResponse(_sse(followed), media_type="text/event-stream", headers=headers)
 

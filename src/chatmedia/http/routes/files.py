@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from chatmedia.access.principal import Principal
 from chatmedia.cursors import CURSOR_PATTERN
 from chatmedia.errors import (
     DestinationNotAllowed,
@@ -28,7 +29,7 @@ from chatmedia.errors import (
     UnsupportedMediaType,
 )
 from chatmedia.http.content import content_response
-from chatmedia.http.deps import get_services, require_key
+from chatmedia.http.deps import authorized, get_services
 from chatmedia.http.forms import native_info, read_form
 from chatmedia.http.jsonbody import json_body_doc, read_body, validate
 from chatmedia.http.multipart import MAX_FIELD_LENGTH, MAX_PARTS, PART_NAME_PATTERN
@@ -43,8 +44,10 @@ from chatmedia.pipelines.upload import store_file
 from chatmedia.services import Services
 from chatmedia.views import file_view
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], tags=["files"])
+router = APIRouter(prefix="/v1", tags=["files"])
 ServicesDep = Annotated[Services, Depends(get_services)]
+Reader = Annotated[Principal, authorized("files:read")]
+Writer = Annotated[Principal, authorized("files:write")]
 
 # The pattern is checked by decode_cursor, for its own error code (invalid_cursor).
 CURSOR = Query(
@@ -123,10 +126,10 @@ UPLOAD_FORM = form_doc(
     responses=answers(*FORM_ERRORS, *UPLOAD_ERRORS, *IDEMPOTENT, **CREATED),
     summary="Upload a file",
 )
-async def upload_file(request: Request, services: ServicesDep) -> JSONResponse:
+async def upload_file(request: Request, services: ServicesDep, principal: Writer) -> JSONResponse:
     """Upload one file as multipart/form-data; other text parts become properties."""
     form = read_form(request)
-    record = await store_file(services, form.file_chunks(), lambda: native_info(form))
+    record = await store_file(services, principal, form.file_chunks(), lambda: native_info(form))
     return _created(record, services)
 
 
@@ -138,11 +141,13 @@ async def upload_file(request: Request, services: ServicesDep) -> JSONResponse:
     responses=answers(*IMPORT_ERRORS, *IDEMPOTENT, **CREATED),
     summary="Import a file from a URL",
 )
-async def import_from_url(request: Request, services: ServicesDep) -> JSONResponse:
+async def import_from_url(
+    request: Request, services: ServicesDep, principal: Writer
+) -> JSONResponse:
     """The server fetches `sourceUrl` (with the channel's credentials, under the fetch
     policy) and stores it as if it had been uploaded."""
     body = validate(ImportBody, await read_body(request))
-    return _created(await import_file(services, body.to_request()), services)
+    return _created(await import_file(services, principal, body.to_request()), services)
 
 
 @router.post(
@@ -153,10 +158,12 @@ async def import_from_url(request: Request, services: ServicesDep) -> JSONRespon
     responses=answers(*EXTERNAL_ERRORS, *IDEMPOTENT, **CREATED),
     summary="Record a file kept elsewhere",
 )
-async def create_external(request: Request, services: ServicesDep) -> JSONResponse:
+async def create_external(
+    request: Request, services: ServicesDep, principal: Writer
+) -> JSONResponse:
     """An EXTERNAL file: a reference whose content requests are redirected to its URL."""
     body = validate(ExternalBody, await read_body(request))
-    return _created(await create_external_file(services, body.to_info()), services)
+    return _created(await create_external_file(services, principal, body.to_info()), services)
 
 
 def _created(record: FileRecord, services: Services) -> JSONResponse:
@@ -175,12 +182,13 @@ def _created(record: FileRecord, services: Services) -> JSONResponse:
 )
 async def list_files(
     services: ServicesDep,
+    principal: Reader,
     conversation_id: Annotated[str | None, Query(alias="conversationId")] = None,
     limit: Annotated[int, Query(ge=1, le=files.MAX_PAGE_SIZE)] = 50,
     cursor: Annotated[str | None, CURSOR] = None,
 ) -> dict[str, Any]:
     """A page of files; pass `nextCursor` back as `cursor` for the next page."""
-    page = await files.list_files(services, conversation_id, limit, cursor)
+    page = await files.list_files(services, principal, conversation_id, limit, cursor)
     base = services.settings.public_url
     return {"items": [file_view(r, base) for r in page.items], "nextCursor": page.next_cursor}
 
@@ -191,9 +199,10 @@ async def list_files(
     responses=answers(FileNotFound, ok=File),
     summary="A file's metadata",
 )
-async def get_file(file_id: str, services: ServicesDep) -> dict[str, Any]:
+async def get_file(file_id: str, services: ServicesDep, principal: Reader) -> dict[str, Any]:
     """The File."""
-    return file_view(await files.get_file(services, file_id), services.settings.public_url)
+    record = await files.get_file(services, principal, file_id)
+    return file_view(record, services.settings.public_url)
 
 
 CONTENT_ANSWERS: dict[int | str, dict[str, Any]] = answers(
@@ -219,9 +228,11 @@ CONTENT_ANSWERS: dict[int | str, dict[str, Any]] = answers(
     summary="A file's headers",
     operation_id="headContent",
 )
-async def get_content(file_id: str, request: Request, services: ServicesDep) -> Response:
+async def get_content(
+    file_id: str, request: Request, services: ServicesDep, principal: Reader
+) -> Response:
     """The bytes, with Range (one range), ETag and conditional requests."""
-    record = await files.get_file(services, file_id)
+    record = await files.get_file(services, principal, file_id)
     return await content_response(request, record, services)
 
 
@@ -232,9 +243,11 @@ async def get_content(file_id: str, request: Request, services: ServicesDep) -> 
     responses=answers(FileNotFound),
     summary="Delete a file",
 )
-async def delete_file(file_id: str, services: ServicesDep) -> Response:
+async def delete_file(
+    file_id: str, services: ServicesDep, principal: Annotated[Principal, authorized("files:delete")]
+) -> Response:
     """Delete the file's metadata and, when no other file shares them, its bytes."""
-    await files.delete_file(services, file_id)
+    await files.delete_file(services, principal, file_id)
     return Response(status_code=204)
 
 
@@ -245,7 +258,9 @@ async def delete_file(file_id: str, services: ServicesDep) -> Response:
     responses=answers(ok=ClientConfig),
     summary="Limits a client needs",
 )
-async def client_config(services: ServicesDep) -> dict[str, Any]:
+async def client_config(
+    services: ServicesDep, _principal: Annotated[Principal, authorized()]
+) -> dict[str, Any]:
     """The upload size limit and the type policy."""
     settings = services.settings
     return {

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
+from chatmedia.access.principal import Principal
 from chatmedia.db.webhooks import Delivery, Webhook
 from chatmedia.errors import (
     DestinationNotAllowed,
@@ -15,7 +16,7 @@ from chatmedia.errors import (
     RequestTooLarge,
     WebhookNotFound,
 )
-from chatmedia.http.deps import get_services, require_key
+from chatmedia.http.deps import authorized, get_services
 from chatmedia.http.jsonbody import json_body_doc, read_body, validate
 from chatmedia.http.openapi import LOCATION, answers
 from chatmedia.http.routes.files import CURSOR
@@ -26,8 +27,9 @@ from chatmedia.pipelines import webhooks
 from chatmedia.services import Services
 from chatmedia.views import timestamp
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], tags=["webhooks"])
+router = APIRouter(prefix="/v1", tags=["webhooks"])
 ServicesDep = Annotated[Services, Depends(get_services)]
+Manager = Annotated[Principal, authorized("webhooks")]
 
 
 def webhook_view(hook: Webhook, with_secret: bool = False) -> dict[str, Any]:
@@ -77,11 +79,13 @@ def delivery_view(delivery: Delivery) -> dict[str, Any]:
     ),
     summary="Add a webhook",
 )
-async def create_webhook(request: Request, services: ServicesDep) -> JSONResponse:
+async def create_webhook(
+    request: Request, services: ServicesDep, principal: Manager
+) -> JSONResponse:
     """Every event of the chosen types is POSTed to `url`, signed with
     `ChatMedia-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of "t.body">`."""
     body = validate(WebhookBody, await read_body(request))
-    hook = await webhooks.create_webhook(services, body.url, body.events, body.secret)
+    hook = await webhooks.create_webhook(services, principal, body.url, body.events, body.secret)
     location = f"{services.settings.public_url}/v1/webhooks/{hook.id}"
     return JSONResponse(webhook_view(hook, with_secret=True), 201, {"Location": location})
 
@@ -89,9 +93,9 @@ async def create_webhook(request: Request, services: ServicesDep) -> JSONRespons
 @router.get(
     "/webhooks", response_model=None, responses=answers(ok=WebhookList), summary="List webhooks"
 )
-async def list_webhooks(services: ServicesDep) -> dict[str, Any]:
+async def list_webhooks(services: ServicesDep, principal: Manager) -> dict[str, Any]:
     """Every webhook (secrets are not shown)."""
-    return {"items": [webhook_view(h) for h in await webhooks.list_webhooks(services)]}
+    return {"items": [webhook_view(h) for h in await webhooks.list_webhooks(services, principal)]}
 
 
 @router.get(
@@ -101,10 +105,10 @@ async def list_webhooks(services: ServicesDep) -> dict[str, Any]:
     summary="A webhook",
 )
 async def get_webhook(
-    webhook_id: Annotated[str, Path(alias="webhookId")], services: ServicesDep
+    webhook_id: Annotated[str, Path(alias="webhookId")], services: ServicesDep, principal: Manager
 ) -> dict[str, Any]:
     """The webhook (its secret is not shown)."""
-    return webhook_view(await webhooks.get_webhook(services, webhook_id))
+    return webhook_view(await webhooks.get_webhook(services, principal, webhook_id))
 
 
 @router.delete(
@@ -115,10 +119,10 @@ async def get_webhook(
     summary="Delete a webhook",
 )
 async def delete_webhook(
-    webhook_id: Annotated[str, Path(alias="webhookId")], services: ServicesDep
+    webhook_id: Annotated[str, Path(alias="webhookId")], services: ServicesDep, principal: Manager
 ) -> Response:
     """Stops deliveries, including the queued ones."""
-    await webhooks.delete_webhook(services, webhook_id)
+    await webhooks.delete_webhook(services, principal, webhook_id)
     return Response(status_code=204)
 
 
@@ -131,9 +135,12 @@ async def delete_webhook(
 async def list_deliveries(
     webhook_id: Annotated[str, Path(alias="webhookId")],
     services: ServicesDep,
+    principal: Manager,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     cursor: Annotated[str | None, CURSOR] = None,
 ) -> dict[str, Any]:
     """Newest first: status, attempts, last status and error of each."""
-    page, next_cursor = await webhooks.list_deliveries(services, webhook_id, limit, cursor)
+    page, next_cursor = await webhooks.list_deliveries(
+        services, principal, webhook_id, limit, cursor
+    )
     return {"items": [delivery_view(d) for d in page], "nextCursor": next_cursor}

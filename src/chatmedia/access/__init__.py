@@ -1,0 +1,1 @@
+"""Who may do what: principals, scopes, tenants and conversation restrictions."""
