@@ -257,3 +257,20 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 60) -> N
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
+
+
+def test_a_key_revoked_on_one_node_is_refused_by_the_other_within_a_second(
+    nodes: Callable[..., Server],
+) -> None:
+    first, second = nodes(), nodes()
+    with first.client(headers=first.auth) as admin:
+        created = admin.post("/v1/keys", json={"name": "n", "scopes": ["files:read"]}).json()
+    headers = {"Authorization": f"Bearer {created['key']}"}
+    with second.client(headers=headers) as client:
+        assert client.get("/v1/files").status_code == 200
+        with first.client(headers=first.auth) as admin:
+            assert admin.delete(f"/v1/keys/{created['id']}").status_code == 204
+        revoked_at = time.monotonic()
+        while client.get("/v1/files").status_code != 401:
+            assert time.monotonic() - revoked_at < 1.0
+            time.sleep(0.05)
