@@ -70,6 +70,8 @@ class Settings:
     webhook_timeout: float
     events_token_ttl: timedelta
     event_retention: timedelta
+    url_ttl: timedelta
+    url_signing_keys: tuple[bytes, ...]
     channels: Mapping[str, ChannelProfile]
 
     @property
@@ -185,6 +187,20 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _url_ttl(text: str) -> timedelta:
+    value = _interval(text)
+    if value > timedelta(days=7):
+        raise ValueError("must be at most 7d")
+    return value
+
+
+def _signing_keys(text: str) -> tuple[bytes, ...]:
+    keys = tuple(k.strip().encode() for k in text.split(",") if k.strip())
+    if any(len(k) < 16 for k in keys):
+        raise ValueError("each key needs at least 16 characters")
+    return keys
+
+
 def _proxy(text: str) -> str | None:
     return _url(text) if text.strip() else None
 
@@ -245,6 +261,16 @@ FIELDS: dict[str, Field] = {
     "event_retention": Field(
         _interval, "7d", "How long events are kept for clients that resume a stream."
     ),
+    "url_ttl": Field(
+        _url_ttl, "24h", "How long a signed file URL works from when it is sent (at most 7d)."
+    ),
+    "url_signing_keys": Field(
+        _signing_keys,
+        "",
+        "Comma-separated secrets (16+ characters) that sign file URLs: the first signs, all"
+        " are accepted. Empty: one is generated and kept in the database.",
+        True,
+    ),
 }
 
 
@@ -302,7 +328,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
             values[name] = FIELDS[name].parse(text)
         except ValueError as e:
             where = source.removeprefix("env ") if source.startswith("env ") else source
-            shown = hide_secrets(text) if FIELDS[name].secret else text
+            shown = _hide(text) if FIELDS[name].secret else text
             raise ConfigError(f"{where} has value '{shown}': {e}") from None
     values.setdefault("public_url", f"http://{values['host']}:{values['port']}")
     values.setdefault("database_url", "sqlite:///" + str(values["data_dir"] / "chatmedia.db"))
@@ -352,8 +378,13 @@ def describe(
             shown = ",".join(sorted(value)) or "(none)"
             rows.append((ENV_PREFIX + "CHANNELS", shown, "config file"))
             continue
-        secret = FIELDS[f.name].secret and value is not None
-        shown = hide_secrets(str(value)) if secret else _show(f.name, value)
+        if FIELDS[f.name].secret and isinstance(value, tuple):  # keys, never shown
+            count = f"{len(value)} key" + ("s" if len(value) > 1 else "")
+            shown = f"({count})" if value else "(generated, in the database)"
+        elif FIELDS[f.name].secret and value is not None:
+            shown = _hide(str(value))
+        else:
+            shown = _show(f.name, value)
         rows.append((ENV_PREFIX + f.name.upper(), shown, sources.get(f.name, "derived")))
     return rows
 
@@ -375,6 +406,11 @@ def _show(name: str, value: object) -> str:
 
 # Query parameters of a URL setting whose values are secrets.
 _SECRET_PARAMETERS = re.compile(r"(?i)((?:secret|token|password)[a-z_]*=)[^&]*")
+
+
+def _hide(text: str) -> str:
+    """A secret setting's text as it may be shown: a URL without its secrets, else ***."""
+    return hide_secrets(text) if "://" in text else "***"
 
 
 def hide_secrets(url: str) -> str:

@@ -14,7 +14,9 @@ handler (chatmedia.http.responses) renders them all as
     │   ├── DestinationNotAllowed
     │   ├── MissingScope
     │   ├── ConversationNotAllowed
-    │   └── TenantNotAllowed
+    │   ├── TenantNotAllowed
+    │   ├── InvalidSignature
+    │   └── LinkExpired
     ├── NotFound (404)
     │   ├── FileNotFound
     │   ├── MessageNotFound
@@ -107,6 +109,16 @@ class ConversationNotAllowed(Forbidden):
     """The key is restricted to other conversations than the one it would create in."""
 
     code = "conversation_not_allowed"
+
+
+class InvalidSignature(Forbidden):
+    """A link tampered with, unsigned, signed by an unknown key, or revoked."""
+
+    code = "invalid_signature"
+
+
+class LinkExpired(Forbidden):
+    code = "link_expired"
 
 
 class TenantNotAllowed(Forbidden):

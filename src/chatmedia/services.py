@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from chatmedia.access.links import Links
 from chatmedia.access.usage import KeyUse
 from chatmedia.bus import EventBus
 from chatmedia.config import Settings
@@ -29,6 +30,7 @@ class Services:
     fetcher: Fetcher
     tokens: TokenCache
     bus: EventBus
+    links: Links
     # Set when content requests are answered with a redirect to the store itself.
     presigner: Presigner | None = None
     # The store again when its blobs are files here, which the server can send itself.
@@ -52,6 +54,7 @@ def open_services(settings: Settings, resolver: Resolver = system_resolver) -> S
         fetcher=fetcher,
         tokens=TokenCache(fetcher),
         bus=EventBus(),
+        links=Links(settings.url_ttl, settings.public_url, settings.url_signing_keys),
         presigner=redirect,
         local_paths=store if isinstance(store, LocalPaths) else None,
     )

@@ -3,9 +3,11 @@ event log, so they live outside the HTTP layer."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from chatmedia.access.links import Links, content_path
 from chatmedia.models import Event, FileRecord, MessageRecord
 
 
@@ -14,9 +16,16 @@ def timestamp(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def file_view(record: FileRecord, public_url: str) -> dict[str, Any]:
-    """A File (ChatKitty's shape, extended). `url` is the content URL of a HOSTED file and
-    the reference of an EXTERNAL one."""
+def file_view(record: FileRecord, public_url: str, links: Links | None = None) -> dict[str, Any]:
+    """A File (ChatKitty's shape, extended). `url` is the reference of an EXTERNAL file;
+    of a HOSTED one, its content URL, signed by `links` when the File leaves the server
+    (the event log keeps it unsigned, and it is signed afresh each time it is sent)."""
+    if record.url is not None:
+        url = record.url
+    elif links is not None:
+        url = links.content_url(record.id, record.link_generation)[0]
+    else:
+        url = public_url + content_path(record.id)
     return {
         "id": record.id,
         "type": record.type,
@@ -24,7 +33,7 @@ def file_view(record: FileRecord, public_url: str) -> dict[str, Any]:
         "storedName": record.stored_name,
         "contentType": record.content_type,
         "size": record.size,
-        "url": record.url or f"{public_url}/v1/files/{record.id}/content",
+        "url": url,
         "sha256": record.sha256,
         "conversationId": record.conversation_id,
         "properties": dict(record.properties),
@@ -33,7 +42,7 @@ def file_view(record: FileRecord, public_url: str) -> dict[str, Any]:
 
 
 def message_view(
-    message: MessageRecord, file: FileRecord | None, public_url: str
+    message: MessageRecord, file: FileRecord | None, public_url: str, links: Links | None = None
 ) -> dict[str, Any]:
     """A Message; `file` is null for a text message or when its file has been deleted."""
     return {
@@ -41,7 +50,7 @@ def message_view(
         "conversationId": message.conversation_id,
         "type": message.type,
         "body": message.body,
-        "file": file_view(file, public_url) if file is not None else None,
+        "file": file_view(file, public_url, links) if file is not None else None,
         "groupTag": message.group_tag,
         "properties": dict(message.properties),
         "sender": dict(message.sender),
@@ -58,3 +67,26 @@ def event_view(event: Event) -> dict[str, Any]:
         "createdAt": timestamp(event.created_at),
         "data": dict(event.data),
     }
+
+
+def hosted_file_id(data: Mapping[str, Any]) -> str | None:
+    """The id of the HOSTED file an event's data (a File or a Message) carries, if any."""
+    file = data.get("file") if "file" in data else data
+    if isinstance(file, Mapping) and file.get("type") == "HOSTED":
+        return str(file["id"])
+    return None
+
+
+def with_fresh_link(
+    data: Mapping[str, Any], links: Links, generations: Mapping[str, int]
+) -> dict[str, Any]:
+    """An event's data with its HOSTED file's URL signed now (from when it is sent, not
+    when it happened), while the file exists; `generations` are the files' current link
+    generations."""
+    file_id = hosted_file_id(data)
+    if file_id is None or file_id not in generations:
+        return dict(data)
+    url = links.content_url(file_id, generations[file_id])[0]
+    if "file" in data:
+        return dict(data) | {"file": dict(data["file"]) | {"url": url}}
+    return dict(data) | {"url": url}

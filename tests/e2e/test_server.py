@@ -69,7 +69,7 @@ def test_native_flow(server: Server) -> None:
     file = response.json()
     assert file["storedName"] == "conv1_photo.png"
     assert file["properties"] == {"channel": "web"}
-    assert file["url"] == f"{server.url}/v1/files/{file['id']}/content"
+    assert file["url"].startswith(f"{server.url}/v1/files/{file['id']}/content?exp=")
     with server.client(headers=server.auth) as client:
         assert client.get(f"/v1/files/{file['id']}").json() == file
         listed = client.get("/v1/files", params={"conversationId": "conv1"}).json()

@@ -37,7 +37,9 @@ def test_upload_answers_a_file(api: Api) -> None:
     assert body["size"] == len(PNG)
     assert body["sha256"] == hashlib.sha256(PNG).hexdigest()
     assert body["properties"] == {"a": 1, "channel": "whatsapp"}
-    assert body["url"] == f"http://127.0.0.1:8080/v1/files/{body['id']}/content"
+    content_url = f"http://127.0.0.1:8080/v1/files/{body['id']}/content"
+    assert body["url"].startswith(content_url + "?exp=")  # signed: it needs no header
+    assert "&sig=" in body["url"]
     assert len(body["id"]) >= 16
     assert response.headers["etag"] == f'"{body["sha256"]}"'
     assert response.headers["location"] == f"http://127.0.0.1:8080/v1/files/{body['id']}"

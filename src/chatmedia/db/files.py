@@ -21,6 +21,7 @@ _RECORD_FIELDS = tuple(f.name for f in fields(FileRecord))
 _BY_ID = sa.select(files).where(
     files.c.id == sa.bindparam("file_id"), files.c.tenant == sa.bindparam("tenant")
 )
+_ANY_BY_ID = sa.select(files).where(files.c.id == sa.bindparam("file_id"))
 _BY_STORED_NAME = sa.select(files).where(files.c.stored_name == sa.bindparam("stored_name"))
 _NAME_TAKEN = sa.select(files.c.seq).where(files.c.stored_name == sa.bindparam("stored_name"))
 _LOCK_BLOB = (
@@ -73,6 +74,15 @@ class Files:
         values["properties"] = dict(record.properties)
         await self._conn.execute(files.insert(), values)
 
+    async def next_link_generation(self, file_id: str) -> bool:
+        """End every link of the file made so far; False when there is no such file."""
+        result = await self._conn.execute(
+            files.update()
+            .where(files.c.id == file_id, files.c.tenant == self._tenant)
+            .values(link_generation=files.c.link_generation + 1)
+        )
+        return result.rowcount == 1
+
     async def delete(self, file_id: str) -> None:
         """Remove a file's row."""
         await self._conn.execute(
@@ -109,6 +119,21 @@ async def file_by_stored_name(conn: Conn, stored_name: str) -> FileRecord | None
     the file-engine's key-less download knows files by name alone)."""
     row = (await conn.execute(_BY_STORED_NAME, {"stored_name": stored_name})).first()
     return _record(row) if row else None
+
+
+async def file_by_id(conn: Conn, file_id: str) -> FileRecord | None:
+    """The file of any tenant with this id (ids are unique across the service: a signed
+    link names a file by id alone)."""
+    row = (await conn.execute(_ANY_BY_ID, {"file_id": file_id})).first()
+    return _record(row) if row else None
+
+
+async def link_generations(conn: Conn, file_ids: set[str]) -> dict[str, int]:
+    """The current link generation of each of these files that still exists."""
+    if not file_ids:
+        return {}
+    query = sa.select(files.c.id, files.c.link_generation).where(files.c.id.in_(file_ids))
+    return {row.id: row.link_generation for row in await conn.execute(query)}
 
 
 async def stored_name_taken(conn: Conn, stored_name: str) -> bool:

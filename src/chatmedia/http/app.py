@@ -15,6 +15,7 @@ import chatmedia
 from chatmedia.config import Settings, load_settings
 from chatmedia.db.listen import listen_for_events
 from chatmedia.db.migrate import ensure_schema
+from chatmedia.db.secrets import server_secret
 from chatmedia.http.idempotency import IdempotencyMiddleware, sweep_idempotency_keys
 from chatmedia.http.metrics import Metrics, MetricsMiddleware
 from chatmedia.http.openapi import install_openapi
@@ -34,6 +35,8 @@ log = logging.getLogger("chatmedia")
 STALE_STAGING = timedelta(hours=1)
 # Seconds background work gets to finish at shutdown before it is cancelled.
 SHUTDOWN_GRACE = 15
+# The name, in the database, of the key that signs file links when none is configured.
+LINK_SIGNING_SECRET = "file-link-signing"  # noqa: S105 (a name, not a secret)
 # How often the last-use times of keys are written (the listing shows them to the minute).
 KEY_USE_INTERVAL = 60
 UPLOAD_ROUTES = frozenset({"/v1/files", "/file-engine/api/uploadFileStream"})
@@ -58,6 +61,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await ensure_schema(services.db)
+        if not services.links.ready:
+            services.links.use((await server_secret(services.db, LINK_SIGNING_SECRET),))
         first_key = await create_first_key(services)
         if first_key:
             _announce_first_key(first_key)

@@ -25,11 +25,13 @@ CACHE_CONTROL = "private, max-age=3600"
 PRESIGNED_URL_TTL = timedelta(minutes=5)
 
 
-async def content_response(request: Request, record: FileRecord, services: Services) -> Response:
+async def content_response(
+    request: Request, record: FileRecord, services: Services, *, attachment: bool = False
+) -> Response:
     """The response to GET or HEAD of a file's content (RFC 9110 §13, §14): the bytes of a
     HOSTED file, a 307 to where an EXTERNAL file is. With the services' `presigner`, a
     HOSTED file that the client does not already have is a 307 to a short-lived URL of the
-    store."""
+    store. Passive types are shown inline unless `attachment` (a link may ask for it)."""
     if record.sha256 is None:
         assert record.url is not None
         return RedirectResponse(record.url, status_code=307)
@@ -48,7 +50,7 @@ async def content_response(request: Request, record: FileRecord, services: Servi
         # The store answers Range itself; the URL is a credential, so nobody may keep it.
         url = await services.presigner.presigned_url(record.sha256, PRESIGNED_URL_TTL)
         return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
-    inline = is_passive(record.content_type)
+    inline = is_passive(record.content_type) and not attachment
     headers |= {
         "Content-Type": record.content_type,
         "Content-Disposition": content_disposition(record.name, inline=inline),

@@ -55,6 +55,12 @@ STREAM_TOKEN = {
     "name": "token",
     "description": "The signed token of POST /v1/conversations/{conversationId}/events/token",
 }
+SIGNED_LINK = {
+    "type": "apiKey",
+    "in": "query",
+    "name": "sig",
+    "description": "A signed link's signature, with its exp, disp, g and kid parameters",
+}
 # Any keyed operation takes it (chatmedia.http.deps).
 TENANT = {
     "name": "tenant",
@@ -110,7 +116,8 @@ def install_openapi(app: FastAPI) -> None:
 
 def _finish(document: dict[str, Any]) -> dict[str, Any]:
     components = document.setdefault("components", {})
-    components.setdefault("securitySchemes", {})["streamToken"] = STREAM_TOKEN
+    schemes = components.setdefault("securitySchemes", {})
+    schemes |= {"streamToken": STREAM_TOKEN, "signedLink": SIGNED_LINK}
     schemas = components.setdefault("schemas", {})
     for model in (Error, FileEngineError, Event):
         schema = model.model_json_schema(ref_template=_REF_PREFIX + "{model}")

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from chatmedia.access.links import MAX_TTL
 from chatmedia.access.principal import CONVERSATION_PATTERN, TENANT_PATTERN, Scope
 from chatmedia.egress.credentials import (
     CREDENTIAL_PATTERN,
@@ -336,6 +337,18 @@ class KeyBody(_Body):
             conversations=None if self.conversations is None else tuple(self.conversations),
             expires_at=self.expires_at,
         )
+
+
+class LinkBody(_Body):
+    """`POST /v1/files/{file_id}/links`."""
+
+    expires_in: int = Field(
+        alias="expiresIn",
+        ge=1,
+        le=int(MAX_TTL.total_seconds()),
+        description="Seconds the link works (at most 7 days)",
+    )
+    disposition: Literal["inline", "attachment"] = "inline"
 
 
 def _credentials(

@@ -19,10 +19,13 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chatmedia.access.links import is_signed
 from chatmedia.errors import ChatMediaError
+from chatmedia.http.content import content_response
 from chatmedia.http.deps import request_principal
 from chatmedia.http.responses import render_error
 from chatmedia.http.routes import compat, files
+from chatmedia.pipelines.files import linked_file
 from chatmedia.services import BACKEND_OUTAGES, Services
 
 _HANDLED: tuple[type[Exception], ...] = (ChatMediaError, *BACKEND_OUTAGES)
@@ -80,6 +83,12 @@ class DownloadShortcut:
 
 
 async def _native(request: Request, services: Services) -> Response:
+    params = QueryParams(request.scope["query_string"])
+    if is_signed(params):  # a link: its signature stands for a key
+        grant = services.links.check(request.scope["path"], params)
+        record = await linked_file(services, grant)
+        attachment = grant.disposition == "attachment"
+        return await content_response(request, record, services, attachment=attachment)
     principal = await request_principal(request)
     principal.require("files:read")
     return await files.get_content(request.path_params["file_id"], request, services, principal)

@@ -14,13 +14,16 @@ from datetime import UTC, datetime
 import anyio
 
 from chatmedia.access.principal import Principal
+from chatmedia.db.engine import Conn
 from chatmedia.db.events import Events, delete_events_before, last_event_seq
+from chatmedia.db.files import link_generations
 from chatmedia.db.pages import Conversations
 from chatmedia.db.secrets import server_secret
 from chatmedia.errors import NotFound, Unauthorized
 from chatmedia.models import Event
 from chatmedia.pipelines.keys import key_principal
 from chatmedia.services import Services
+from chatmedia.views import hosted_file_id, with_fresh_link
 
 KEEPALIVE_SECONDS = 15.0
 # Events logged by another process wake nobody here: they are found by polling this often.
@@ -54,6 +57,7 @@ async def _follow(
         version = services.bus.version
         async with services.db.read() as conn:
             batch = await Events(conn, tenant).after(after, conversations, PAGE)
+            batch = await with_fresh_links(conn, services, batch)
         for event in batch:
             yield event
             after = event.seq
@@ -65,6 +69,14 @@ async def _follow(
         if time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
             yield None
             quiet_since = time.monotonic()
+
+
+async def with_fresh_links(conn: Conn, services: Services, batch: list[Event]) -> list[Event]:
+    """The events, their HOSTED files' URLs signed now: a URL sent from the log hours after
+    its event is as fresh as one sent at once (and a revoked link stays revoked)."""
+    ids = {file_id for e in batch if (file_id := hosted_file_id(e.data))}
+    generations = await link_generations(conn, ids)
+    return [replace(e, data=with_fresh_link(e.data, services.links, generations)) for e in batch]
 
 
 async def stream_token(

@@ -8,14 +8,15 @@ new upload of the same bytes is coming to use it.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+from chatmedia.access.links import Disposition, Grant
 from chatmedia.access.principal import Principal
 from chatmedia.cursors import decode_cursor, encode_cursor
 from chatmedia.db.engine import Conn
-from chatmedia.db.files import Files, expired_files, file_by_stored_name
+from chatmedia.db.files import Files, expired_files, file_by_id, file_by_stored_name
 from chatmedia.db.pages import Conversations
-from chatmedia.errors import FileNotFound
+from chatmedia.errors import BadRequest, FileNotFound, InvalidSignature
 from chatmedia.models import FileRecord, Page
 from chatmedia.pipelines.upload import log_file_event
 from chatmedia.services import Services
@@ -31,6 +32,46 @@ async def get_file(services: Services, principal: Principal, file_id: str) -> Fi
     if record is None or not principal.sees(record.conversation_id):
         raise FileNotFound(f"no file with id '{file_id}'")
     return record
+
+
+async def linked_file(services: Services, grant: Grant) -> FileRecord:
+    """The file a valid link grants, while it exists and the link is not revoked; raises
+    FileNotFound, InvalidSignature."""
+    async with services.db.read() as conn:
+        record = await file_by_id(conn, grant.file_id)
+    if record is None:
+        raise FileNotFound(f"no file with id '{grant.file_id}'")
+    if record.link_generation != grant.generation:
+        raise InvalidSignature("the link was revoked")
+    return record
+
+
+async def create_link(
+    services: Services,
+    principal: Principal,
+    file_id: str,
+    ttl: timedelta,
+    disposition: Disposition,
+) -> tuple[str, datetime]:
+    """A signed link to the content of a HOSTED file the principal sees, valid `ttl`; and
+    when it expires."""
+    record = await get_file(services, principal, file_id)
+    if record.sha256 is None:
+        raise BadRequest("an EXTERNAL file is linked by its own url")
+    url, expires = services.links.content_url(
+        record.id, record.link_generation, ttl=ttl, disposition=disposition
+    )
+    return url, datetime.fromtimestamp(expires, UTC)
+
+
+async def revoke_links(services: Services, principal: Principal, file_id: str) -> None:
+    """End every link made so far to a file the principal sees."""
+    async with services.db.write() as conn:
+        files = Files(conn, principal.tenant)
+        record = await files.get(file_id)
+        if record is None or not principal.sees(record.conversation_id):
+            raise FileNotFound(f"no file with id '{file_id}'")
+        await files.next_link_generation(file_id)
 
 
 async def get_file_by_stored_name(

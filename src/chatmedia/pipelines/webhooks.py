@@ -35,6 +35,7 @@ from chatmedia.errors import (
     SourceError,
     WebhookNotFound,
 )
+from chatmedia.pipelines.events import with_fresh_links
 from chatmedia.services import BACKEND_OUTAGES, Services
 from chatmedia.views import event_view
 
@@ -181,7 +182,9 @@ async def _attempt_and_release(
 async def attempt_delivery(services: Services, claimed: Claimed) -> None:
     """POST one event to its webhook, signed, and record the outcome."""
     hook, delivery = claimed.webhook, claimed.delivery
-    body = json.dumps(event_view(claimed.event), separators=(",", ":")).encode()
+    async with services.db.read() as conn:
+        [event] = await with_fresh_links(conn, services, [claimed.event])
+    body = json.dumps(event_view(event), separators=(",", ":")).encode()
     timestamp = int(time.time())
     headers = {
         "Content-Type": "application/json",

@@ -110,7 +110,8 @@ async def post_message(
         message, file = await messages.post_message(services, principal, draft, attachment)
     base = services.settings.public_url
     location = f"{base}/v1/conversations/{quote(conversation_id, safe='')}/messages/{message.id}"
-    return JSONResponse(message_view(message, file, base), 201, {"Location": location})
+    view = message_view(message, file, base, services.links)
+    return JSONResponse(view, 201, {"Location": location})
 
 
 @router.get(
@@ -129,7 +130,8 @@ async def list_messages(
     """A page of messages; pass `nextCursor` back as `before` for the next page."""
     page, cursor = await messages.list_messages(services, principal, conversation_id, limit, before)
     base = services.settings.public_url
-    return {"items": [message_view(m, f, base) for m, f in page], "nextCursor": cursor}
+    items = [message_view(m, f, base, services.links) for m, f in page]
+    return {"items": items, "nextCursor": cursor}
 
 
 @router.get(
@@ -146,7 +148,7 @@ async def get_message(
 ) -> dict[str, Any]:
     """The Message, with its File."""
     message, file = await messages.get_message(services, principal, conversation_id, message_id)
-    return message_view(message, file, services.settings.public_url)
+    return message_view(message, file, services.settings.public_url, services.links)
 
 
 @router.delete(

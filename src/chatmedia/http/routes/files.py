@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -20,7 +21,9 @@ from chatmedia.errors import (
     InvalidIdempotencyKey,
     InvalidMultipart,
     InvalidProperties,
+    InvalidSignature,
     InvalidSourceUrl,
+    LinkExpired,
     PreconditionFailed,
     RangeNotSatisfiable,
     RequestTooLarge,
@@ -34,15 +37,15 @@ from chatmedia.http.forms import native_info, read_form
 from chatmedia.http.jsonbody import json_body_doc, read_body, validate
 from chatmedia.http.multipart import MAX_FIELD_LENGTH, MAX_PARTS, PART_NAME_PATTERN
 from chatmedia.http.openapi import BINARY, LOCATION, answers
-from chatmedia.http.schemas import ExternalBody, ImportBody
-from chatmedia.http.shapes import ClientConfig, File, FilePage
+from chatmedia.http.schemas import ExternalBody, ImportBody, LinkBody
+from chatmedia.http.shapes import ClientConfig, File, FilePage, StreamLink
 from chatmedia.models import FileRecord
 from chatmedia.pipelines import files
 from chatmedia.pipelines.external import create_external_file
 from chatmedia.pipelines.fetch import import_file
 from chatmedia.pipelines.upload import store_file
 from chatmedia.services import Services
-from chatmedia.views import file_view
+from chatmedia.views import file_view, timestamp
 
 router = APIRouter(prefix="/v1", tags=["files"])
 ServicesDep = Annotated[Services, Depends(get_services)]
@@ -171,7 +174,7 @@ def _created(record: FileRecord, services: Services) -> JSONResponse:
     headers = {"Location": f"{base}/v1/files/{record.id}"}
     if record.sha256:
         headers["ETag"] = record.etag
-    return JSONResponse(file_view(record, base), 201, headers)
+    return JSONResponse(file_view(record, base, services.links), 201, headers)
 
 
 @router.get(
@@ -190,7 +193,8 @@ async def list_files(
     """A page of files; pass `nextCursor` back as `cursor` for the next page."""
     page = await files.list_files(services, principal, conversation_id, limit, cursor)
     base = services.settings.public_url
-    return {"items": [file_view(r, base) for r in page.items], "nextCursor": page.next_cursor}
+    items = [file_view(r, base, services.links) for r in page.items]
+    return {"items": items, "nextCursor": page.next_cursor}
 
 
 @router.get(
@@ -202,7 +206,7 @@ async def list_files(
 async def get_file(file_id: str, services: ServicesDep, principal: Reader) -> dict[str, Any]:
     """The File."""
     record = await files.get_file(services, principal, file_id)
-    return file_view(record, services.settings.public_url)
+    return file_view(record, services.settings.public_url, services.links)
 
 
 CONTENT_ANSWERS: dict[int | str, dict[str, Any]] = answers(
@@ -214,17 +218,35 @@ CONTENT_ANSWERS: dict[int | str, dict[str, Any]] = answers(
 }
 
 
+# A signed link (chatmedia.access.links) stands for a key: its parameters, all or none.
+SIGNED_LINK: dict[str, Any] = {
+    "security": [{"signedLink": []}],
+    "parameters": [
+        {"name": name, "in": "query", "required": False, "schema": schema}
+        for name, schema in (
+            ("exp", {"type": "integer"}),
+            ("disp", {"enum": ["inline", "attachment"]}),
+            ("g", {"type": "integer", "minimum": 0}),
+            ("kid", {"type": "string"}),
+        )
+    ],
+}
+LINKED_CONTENT = CONTENT_ANSWERS | answers(InvalidSignature, LinkExpired)
+
+
 @router.get(
     "/files/{file_id}/content",
     response_class=Response,
-    responses=CONTENT_ANSWERS,
+    responses=LINKED_CONTENT,
+    openapi_extra=SIGNED_LINK,
     summary="A file's bytes",
     operation_id="getContent",
 )
 @router.head(
     "/files/{file_id}/content",
     response_class=Response,
-    responses=CONTENT_ANSWERS,
+    responses=LINKED_CONTENT,
+    openapi_extra=SIGNED_LINK,
     summary="A file's headers",
     operation_id="headContent",
 )
@@ -234,6 +256,38 @@ async def get_content(
     """The bytes, with Range (one range), ETag and conditional requests."""
     record = await files.get_file(services, principal, file_id)
     return await content_response(request, record, services)
+
+
+@router.post(
+    "/files/{file_id}/links",
+    status_code=201,
+    openapi_extra=json_body_doc(LinkBody),
+    response_model=None,
+    responses=answers(FileNotFound, RequestTooLarge, ok=StreamLink, status=201),
+    summary="A signed link to a file's content",
+)
+async def create_link(
+    file_id: str, request: Request, services: ServicesDep, principal: Reader
+) -> JSONResponse:
+    """A URL of the file's content that works without any header, for `expiresIn` seconds:
+    for a browser's <img>, a download link, a provider fetching media."""
+    body = validate(LinkBody, await read_body(request))
+    ttl = timedelta(seconds=body.expires_in)
+    url, expires = await files.create_link(services, principal, file_id, ttl, body.disposition)
+    return JSONResponse({"url": url, "expiresAt": timestamp(expires)}, 201)
+
+
+@router.post(
+    "/files/{file_id}/links/revoke",
+    status_code=204,
+    response_class=Response,
+    responses=answers(FileNotFound),
+    summary="End every link made so far to a file",
+)
+async def revoke_links(file_id: str, services: ServicesDep, principal: Writer) -> Response:
+    """Every link to the file made before now stops working (403 invalid_signature)."""
+    await files.revoke_links(services, principal, file_id)
+    return Response(status_code=204)
 
 
 @router.delete(
