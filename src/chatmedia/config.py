@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from chatmedia.access.principal import is_tenant
 from chatmedia.egress.credentials import ChannelProfile, parse_channel
 from chatmedia.egress.policy import (
     FetchPolicy,
@@ -72,6 +73,10 @@ class Settings:
     event_retention: timedelta
     url_ttl: timedelta
     url_signing_keys: tuple[bytes, ...]
+    compat_download: str
+    compat_upload: str
+    compat_upload_tenant: str
+    cors_origins: tuple[str, ...]
     channels: Mapping[str, ChannelProfile]
 
     @property
@@ -187,6 +192,31 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _tenant(text: str) -> str:
+    if not is_tenant(text.strip()):
+        raise ValueError("not a tenant name (1-64 letters, digits, '.', '_' or '-')")
+    return text.strip()
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in text.split(",") if o.strip())
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            raise ValueError(f"{origin} is not an origin such as https://desk.example.com")
+    return origins
+
+
 def _url_ttl(text: str) -> timedelta:
     value = _interval(text)
     if value > timedelta(days=7):
@@ -270,6 +300,22 @@ FIELDS: dict[str, Field] = {
         "Comma-separated secrets (16+ characters) that sign file URLs: the first signs, all"
         " are accepted. Empty: one is generated and kept in the database.",
         True,
+    ),
+    "compat_download": Field(
+        _choice("open", "signed", "key"),
+        "open",
+        "File-engine downloads: open (by name, guessable), signed (a signed URL) or key.",
+    ),
+    "compat_upload": Field(
+        _choice("key", "open"),
+        "key",
+        "File-engine uploadFileStream: key, or open to browsers' widgets (no key needed).",
+    ),
+    "compat_upload_tenant": Field(
+        _tenant, "default", "The tenant of uploads made without a key (COMPAT_UPLOAD=open)."
+    ),
+    "cors_origins": Field(
+        _origins, "", "Comma-separated origins whose pages may call the API (CORS)."
     ),
 }
 

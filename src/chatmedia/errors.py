@@ -16,7 +16,8 @@ handler (chatmedia.http.responses) renders them all as
     │   ├── ConversationNotAllowed
     │   ├── TenantNotAllowed
     │   ├── InvalidSignature
-    │   └── LinkExpired
+    │   ├── LinkExpired
+    │   └── OriginNotAllowed
     ├── NotFound (404)
     │   ├── FileNotFound
     │   ├── MessageNotFound
@@ -119,6 +120,12 @@ class InvalidSignature(Forbidden):
 
 class LinkExpired(Forbidden):
     code = "link_expired"
+
+
+class OriginNotAllowed(Forbidden):
+    """A key-less upload from a page whose origin is not in CHATMEDIA_CORS_ORIGINS."""
+
+    code = "origin_not_allowed"
 
 
 class TenantNotAllowed(Forbidden):

@@ -32,6 +32,12 @@ def main() -> None:
     # The multipart parser logs each malformed body it meets, a client's mistake that is
     # answered 400 already.
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
+    if settings.compat_download == "open":
+        logging.getLogger("chatmedia").warning(
+            "CHATMEDIA_COMPAT_DOWNLOAD=open: file-engine downloads need only a file's name,"
+            " <conversationId>_<filename>, which can be guessed; set it to signed or key"
+            " once connectors use the url the upload answers with (docs/deploy.md)"
+        )
     print(
         f"chatmedia serving on http://{settings.host}:{settings.port}"
         f" (data in {settings.data_dir})",

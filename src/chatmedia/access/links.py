@@ -35,7 +35,6 @@ class Grant:
     """What a valid link allows: its file's content, with this disposition, while the
     file's link generation is still `generation`."""
 
-    file_id: str
     generation: int
     disposition: Disposition
 
@@ -75,20 +74,38 @@ class Links:
         *,
         ttl: timedelta | None = None,
         disposition: Disposition = "inline",
-        now: float | None = None,
     ) -> tuple[str, int]:
         """A signed content URL of the file, valid `ttl` (the configured TTL by default)
-        from `now`; and when it expires (Unix time)."""
-        assert self._signing is not None, "no signing key yet"
+        from now; and when it expires (Unix time)."""
         path = content_path(file_id)
-        expires = int((now or time.time()) + (ttl or self.ttl).total_seconds())
-        kid, secret = self._signing
-        signature = _sign(secret, path, expires, kid, disposition, generation)
-        query = {"exp": expires, "disp": disposition, "g": generation, "kid": kid}
-        return f"{self._public_url}{path}?{urlencode(query)}&sig={signature}", expires
+        query, expires = self.sign(path, generation, ttl=ttl, disposition=disposition)
+        return f"{self._public_url}{path}?{query}", expires
 
-    def check(self, path: str, params: Mapping[str, str], now: float | None = None) -> Grant:
-        """The grant of a signed request for `path`; raises InvalidSignature for a link
+    def file_engine_url(self, stored_name: str, generation: int) -> str:
+        """A signed file-engine download URL (CHATMEDIA_COMPAT_DOWNLOAD=signed)."""
+        query, _ = self.sign(file_engine_resource(stored_name), generation)
+        name = urlencode({"filename": stored_name})
+        return f"{self._public_url}{FILE_ENGINE_DOWNLOAD}?{name}&{query}"
+
+    def sign(
+        self,
+        resource: str,
+        generation: int,
+        *,
+        ttl: timedelta | None = None,
+        disposition: Disposition = "inline",
+    ) -> tuple[str, int]:
+        """The query parameters that sign `resource` (a path, with what names the file),
+        and when they expire (Unix time)."""
+        assert self._signing is not None, "no signing key yet"
+        expires = int(time.time() + (ttl or self.ttl).total_seconds())
+        kid, secret = self._signing
+        signature = _sign(secret, resource, expires, kid, disposition, generation)
+        query = {"exp": expires, "disp": disposition, "g": generation, "kid": kid}
+        return f"{urlencode(query)}&sig={signature}", expires
+
+    def check(self, resource: str, params: Mapping[str, str], now: float | None = None) -> Grant:
+        """The grant of a signed request for `resource`; raises InvalidSignature for a link
         tampered with, unsigned or signed by a key not in the ring, LinkExpired for one
         past its time."""
         try:
@@ -99,18 +116,25 @@ class Links:
         secret = self._ring.get(kid)
         if secret is None or disposition not in ("inline", "attachment"):
             raise InvalidSignature("the link's signature is not valid")
-        expected = _sign(secret, path, expires, kid, disposition, generation)
+        expected = _sign(secret, resource, expires, kid, disposition, generation)
         if not hmac.compare_digest(expected, signature):
             raise InvalidSignature("the link's signature is not valid")
         if expires < (now or time.time()):
             raise LinkExpired("the link has expired; ask for a new one")
-        file_id = path.removeprefix("/v1/files/").removesuffix("/content")
-        return Grant(file_id, generation, disposition)  # type: ignore[arg-type]
+        return Grant(generation, disposition)  # type: ignore[arg-type]
 
 
 def content_path(file_id: str) -> str:
     """The path of a file's content, which its links sign."""
     return f"/v1/files/{file_id}/content"
+
+
+FILE_ENGINE_DOWNLOAD = "/file-engine/api/downloadFileStream"
+
+
+def file_engine_resource(stored_name: str) -> str:
+    """What a file-engine download link signs: the path and the file's name."""
+    return f"{FILE_ENGINE_DOWNLOAD}\n{stored_name}"
 
 
 def is_signed(params: Mapping[str, str]) -> bool:
@@ -120,8 +144,8 @@ def is_signed(params: Mapping[str, str]) -> bool:
 
 
 def _sign(
-    secret: bytes, path: str, expires: int, kid: str, disposition: str, generation: int
+    secret: bytes, resource: str, expires: int, kid: str, disposition: str, generation: int
 ) -> str:
-    message = f"GET\n{path}\n{expires}\n{kid}\n{disposition}\n{generation}".encode()
+    message = f"GET\n{resource}\n{expires}\n{kid}\n{disposition}\n{generation}".encode()
     digest = hmac.new(secret, message, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")

@@ -114,3 +114,14 @@ def operator(tenant: str = DEFAULT_TENANT) -> Principal:
         tenant=tenant,
         tenant_free=True,
     )
+
+
+def widget(tenant: str) -> Principal:
+    """A customer widget uploading without a key (CHATMEDIA_COMPAT_UPLOAD=open): it may
+    add files to `tenant`, and nothing else."""
+    return Principal(
+        key_id="widget",
+        key_name="customer widget",
+        scopes=frozenset({"files:write"}),
+        tenant=tenant,
+    )

@@ -10,12 +10,14 @@ from datetime import UTC, datetime, timedelta
 
 import anyio
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 import chatmedia
 from chatmedia.config import Settings, load_settings
 from chatmedia.db.listen import listen_for_events
 from chatmedia.db.migrate import ensure_schema
 from chatmedia.db.secrets import server_secret
+from chatmedia.http.drain import DrainUnreadBody
 from chatmedia.http.idempotency import IdempotencyMiddleware, sweep_idempotency_keys
 from chatmedia.http.metrics import Metrics, MetricsMiddleware
 from chatmedia.http.openapi import install_openapi
@@ -35,6 +37,12 @@ log = logging.getLogger("chatmedia")
 STALE_STAGING = timedelta(hours=1)
 # Seconds background work gets to finish at shutdown before it is cancelled.
 SHUTDOWN_GRACE = 15
+# What pages on the CORS origins may send and read (the tus headers join them later).
+CORS_REQUEST_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "Range")
+CORS_RESPONSE_HEADERS = (
+    "Location", "ETag", "Content-Range", "Content-Disposition", "Idempotent-Replayed",
+    "Retry-After",
+)  # fmt: skip
 # The name, in the database, of the key that signs file links when none is configured.
 LINK_SIGNING_SECRET = "file-link-signing"  # noqa: S105 (a name, not a secret)
 # How often the last-use times of keys are written (the listing shows them to the minute).
@@ -106,6 +114,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         MetricsMiddleware, metrics=metrics, uploads=UPLOAD_ROUTES, downloads=DOWNLOAD_ROUTES
     )
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(DrainUnreadBody)
+    if settings.cors_origins:  # outermost: every answer, the shortcuts' too
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=list(CORS_REQUEST_HEADERS),
+            expose_headers=list(CORS_RESPONSE_HEADERS),
+            max_age=600,
+        )
     return app
 
 

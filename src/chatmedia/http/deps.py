@@ -7,7 +7,8 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 
-from chatmedia.access.principal import Principal, Scope
+from chatmedia.access.principal import Principal, Scope, widget
+from chatmedia.errors import OriginNotAllowed
 from chatmedia.pipelines.keys import authenticate
 from chatmedia.services import Services
 
@@ -55,3 +56,24 @@ def authorized(*scopes: Scope) -> Any:
     the request's Principal, or 401 / 403 missing_scope. The OpenAPI document shows the
     scopes as the operation's security requirement."""
     return Security(_authorize, scopes=list(scopes))
+
+
+async def _widget_or_authorize(
+    request: Request,
+    required: SecurityScopes,
+    _scheme: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
+) -> Principal:
+    settings = request.app.state.services.settings
+    if settings.compat_upload == "open" and "authorization" not in request.headers:
+        origin = request.headers.get("origin")
+        if origin is not None and origin not in settings.cors_origins:
+            raise OriginNotAllowed(f"uploads without a key are not taken from {origin}")
+        return widget(settings.compat_upload_tenant)
+    return await _authorize(request, required)
+
+
+def widget_or_authorized(*scopes: Scope) -> Any:
+    """As `authorized`, but with CHATMEDIA_COMPAT_UPLOAD=open a request without any key
+    is a customer widget's upload into CHATMEDIA_COMPAT_UPLOAD_TENANT, taken only from
+    the CORS origins when it names its Origin."""
+    return Security(_widget_or_authorize, scopes=list(scopes))

@@ -86,7 +86,7 @@ async def _native(request: Request, services: Services) -> Response:
     params = QueryParams(request.scope["query_string"])
     if is_signed(params):  # a link: its signature stands for a key
         grant = services.links.check(request.scope["path"], params)
-        record = await linked_file(services, grant)
+        record = await linked_file(services, grant, file_id=request.path_params["file_id"])
         attachment = grant.disposition == "attachment"
         return await content_response(request, record, services, attachment=attachment)
     principal = await request_principal(request)

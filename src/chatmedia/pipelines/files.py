@@ -34,13 +34,18 @@ async def get_file(services: Services, principal: Principal, file_id: str) -> Fi
     return record
 
 
-async def linked_file(services: Services, grant: Grant) -> FileRecord:
-    """The file a valid link grants, while it exists and the link is not revoked; raises
-    FileNotFound, InvalidSignature."""
+async def linked_file(
+    services: Services, grant: Grant, file_id: str | None = None, stored_name: str | None = None
+) -> FileRecord:
+    """The file a valid link grants (by id, or by the file-engine's name), while it exists
+    and the link is not revoked; raises FileNotFound, InvalidSignature."""
     async with services.db.read() as conn:
-        record = await file_by_id(conn, grant.file_id)
+        if file_id is not None:
+            record = await file_by_id(conn, file_id)
+        else:
+            record = await file_by_stored_name(conn, stored_name or "")
     if record is None:
-        raise FileNotFound(f"no file with id '{grant.file_id}'")
+        raise FileNotFound(f"no file '{file_id or stored_name}'")
     if record.link_generation != grant.generation:
         raise InvalidSignature("the link was revoked")
     return record

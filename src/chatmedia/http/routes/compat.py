@@ -15,12 +15,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import QueryParams
 from starlette.requests import ClientDisconnect
 
+from chatmedia.access.links import file_engine_resource
 from chatmedia.access.principal import Principal
 from chatmedia.errors import ChatMediaError, FileNotFound
 from chatmedia.http.content import content_response
-from chatmedia.http.deps import authorized, get_services
+from chatmedia.http.deps import (
+    authorized,
+    get_services,
+    request_principal,
+    widget_or_authorized,
+)
 from chatmedia.http.forms import NOT_BLANK, compat_info, read_form
 from chatmedia.http.jsonbody import json_body_doc, read_body, validate
 from chatmedia.http.openapi import answers
@@ -38,7 +45,7 @@ from chatmedia.http.schemas import FileEngineImportBody
 from chatmedia.http.shapes import FileEngineError, FileEngineUpload, FileStat
 from chatmedia.models import FileRecord
 from chatmedia.pipelines.fetch import import_file
-from chatmedia.pipelines.files import get_file_by_stored_name
+from chatmedia.pipelines.files import get_file_by_stored_name, linked_file
 from chatmedia.pipelines.upload import store_file
 from chatmedia.services import Services
 from chatmedia.views import timestamp
@@ -47,6 +54,7 @@ log = logging.getLogger("chatmedia")
 router = APIRouter(prefix="/file-engine/api", tags=["file-engine (compatibility)"])
 ServicesDep = Annotated[Services, Depends(get_services)]
 Writer = Annotated[Principal, authorized("files:write")]
+Uploader = Annotated[Principal, widget_or_authorized("files:write")]
 Filename = Annotated[str, Query(min_length=1, description="The file's stored name")]
 UPLOAD_FAILED = "An error occurred while uploading file."
 
@@ -81,10 +89,12 @@ def _file_engine_answers(*errors: type[ChatMediaError]) -> dict[int | str, dict[
     summary="Upload a file (parts: file, conversationId)",
 )
 async def upload_file_stream(
-    request: Request, services: ServicesDep, principal: Writer
+    request: Request, services: ServicesDep, principal: Uploader
 ) -> JSONResponse:
-    """Stores the file as `<conversationId>_<filename>` (made unique when taken)."""
-    return await upload_answer(_upload(request, services, principal))
+    """Stores the file as `<conversationId>_<filename>` (made unique when taken). With
+    CHATMEDIA_COMPAT_UPLOAD=open, a request without a key is taken too (a customer
+    widget's), into CHATMEDIA_COMPAT_UPLOAD_TENANT, from an allowed Origin only."""
+    return await upload_answer(_upload(request, services, principal), services)
 
 
 async def _upload(request: Request, services: Services, principal: Principal) -> FileRecord:
@@ -92,7 +102,7 @@ async def _upload(request: Request, services: Services, principal: Principal) ->
     return await store_file(services, principal, form.file_chunks(), lambda: compat_info(form))
 
 
-async def upload_answer(upload: Awaitable[FileRecord]) -> JSONResponse:
+async def upload_answer(upload: Awaitable[FileRecord], services: Services) -> JSONResponse:
     """Run an upload and answer in the file-engine's convention."""
     try:
         record = await upload
@@ -112,6 +122,7 @@ async def upload_answer(upload: Awaitable[FileRecord]) -> JSONResponse:
         "type": record.content_type,
         "size": record.size,
     }
+    body = _with_download_url(body, record, services)
     return JSONResponse(body, headers={"ETag": record.etag})
 
 
@@ -142,7 +153,7 @@ async def upload_file_from_url(
 ) -> JSONResponse:
     """Stores the fetched file as `<conversationId>_<fileName>`, the name defaulting to the
     source's (Content-Disposition, else the URL's last segment)."""
-    return await upload_answer(_import(request, services, principal))
+    return await upload_answer(_import(request, services, principal), services)
 
 
 async def _import(request: Request, services: Services, principal: Principal) -> FileRecord:
@@ -167,8 +178,21 @@ async def _import(request: Request, services: Services, principal: Principal) ->
 async def download_file_stream(
     request: Request, services: ServicesDep, filename: Filename
 ) -> Response:
-    """The bytes, with the same Range and conditional semantics as the native API."""
-    record = await get_file_by_stored_name(services, None, filename)
+    """The bytes, with the same Range and conditional semantics as the native API. By
+    CHATMEDIA_COMPAT_DOWNLOAD: open to anyone who knows the name, only through a signed
+    URL (the `url` the other routes then answer with), or with a key (files:read)."""
+    mode = services.settings.compat_download
+    if mode == "signed":
+        params = QueryParams(request.scope["query_string"])
+        grant = services.links.check(file_engine_resource(filename), params)
+        record = await linked_file(services, grant, stored_name=filename)
+        attachment = grant.disposition == "attachment"
+        return await content_response(request, record, services, attachment=attachment)
+    principal = None
+    if mode == "key":
+        principal = await request_principal(request)
+        principal.require("files:read")
+    record = await get_file_by_stored_name(services, principal, filename)
     return await content_response(request, record, services)
 
 
@@ -185,10 +209,23 @@ async def get_file_stat(
 ) -> dict[str, Any]:
     """`{"name", "type", "size", "etag", "lastModified"}`."""
     record = await get_file_by_stored_name(services, principal, filename)
-    return {
+    stat = {
         "name": record.stored_name,
         "type": record.content_type,
         "size": record.size,
         "etag": record.sha256,  # null for an EXTERNAL file
         "lastModified": timestamp(record.created_at),
+    }
+    return _with_download_url(stat, record, services)
+
+
+def _with_download_url(
+    answer: dict[str, Any], record: FileRecord, services: Services
+) -> dict[str, Any]:
+    """With CHATMEDIA_COMPAT_DOWNLOAD=signed, the answer's `url`: a ready signed
+    downloadFileStream URL (the name alone no longer downloads)."""
+    if services.settings.compat_download != "signed" or record.sha256 is None:
+        return answer
+    return answer | {
+        "url": services.links.file_engine_url(record.stored_name, record.link_generation)
     }
