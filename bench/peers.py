@@ -141,13 +141,15 @@ def sha256_of(path: Path) -> str:
 @dataclass
 class Chatmedia:
     """chatmedia's native API: uploads to /v1/files, downloads from /v1/files/{id}/content
-    with the key. With `keyless`, downloads use the file-engine URL that needs no key."""
+    with the key. With `keyless`, downloads use the file-engine URL that needs no key; with
+    `signed`, the File's signed `url`, which needs none either."""
 
     server_pid: int
     data_dir: Path
     address: tuple[str, int]
     key: str
     keyless: bool = False
+    signed: bool = False
     name: str = "chatmedia"
     honours_range: bool = True
     upload_spec: UploadSpec = field(
@@ -157,7 +159,7 @@ class Chatmedia:
     @property
     def auth(self) -> Mapping[str, str]:
         """The API key header, unless downloads go through the key-less URL."""
-        return {} if self.keyless else self.upload_auth
+        return {} if self.keyless or self.signed else self.upload_auth
 
     @property
     def upload_auth(self) -> Mapping[str, str]:
@@ -180,6 +182,8 @@ class Chatmedia:
             raise RuntimeError(f"chatmedia stored something else: {record}")
         if self.keyless:
             target = f"/file-engine/api/downloadFileStream?filename={quote(record['storedName'])}"
+        elif self.signed:
+            target = "/" + record["url"].split("/", 3)[3]  # its path and signed query
         else:
             target = f"/v1/files/{record['id']}/content"
         return Stored(target, record["id"], size, sha256)

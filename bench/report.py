@@ -266,7 +266,7 @@ def memory_rows(document: Mapping[str, Any]) -> list[list[str]]:
     for workload in document["workloads"]:
         for peer in _peers(samples, workload):
             mine = [s for s in samples if s["workload"] == workload and s["peer"] == peer]
-            if not mine or peer == "chatmedia-fe":
+            if not mine or peer in ("chatmedia-fe", "chatmedia-signed"):
                 continue
             first = min(mine, key=lambda s: s["run"])
             before = statistics.median(s["rss_before_mib"] for s in mine)

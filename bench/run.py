@@ -57,6 +57,9 @@ from peers import Peer, Stored
 LOAD_POLL = 10.0  # seconds between two looks at the load average
 FOREIGN_LIMIT = 0.1  # cores other processes may use during a measurement
 RETRIES = 2  # times a disturbed measurement is taken again
+# The same chatmedia server, downloading without a key: through the file-engine's URL and
+# through a File's signed url. They are measured on W2 only.
+KEYLESS = ("chatmedia-fe", "chatmedia-signed")
 QUIET_WAIT = 120.0  # seconds to wait at most for the machine to be quiet
 
 
@@ -106,6 +109,11 @@ def parse_args() -> argparse.Namespace:
         "--synapse-info-logs",
         action="store_true",
         help="keep Synapse's generated logging (INFO, a line per request)",
+    )
+    parser.add_argument(
+        "--no-signed",
+        action="store_true",
+        help="no W2 through signed URLs (for commits from before they existed)",
     )
     parser.add_argument("--tmp-dir", type=Path, default=None, help="where the temp folder goes")
     parser.add_argument(
@@ -182,7 +190,7 @@ def targets_for(workload: str, peer_list: list[Peer], probes: dict[str, Any]) ->
     only peers that answered the Range probe with the right 206."""
     chosen = []
     for peer in peer_list:
-        if peer.name == "chatmedia-fe" and workload != "W2":
+        if peer.name in KEYLESS and workload != "W2":
             continue
         if workload == "W5" and not probes.get(peer.name, {"honoured": True})["honoured"]:
             continue
@@ -325,14 +333,17 @@ def start_peers(
         "idle_start_private": round(sum(private_kib(p) for p in cm.memory_pids()) / 1024, 1),
     }
     peer_list: list[Peer] = [cm, replace(cm, keyless=True, name="chatmedia-fe")]
+    if not args.no_signed:
+        peer_list.append(replace(cm, signed=True, name="chatmedia-signed"))
     if "nginx" in args.peer_names:
         peer_list.append(stack.enter_context(peers.nginx(workdir)))
     if synapse_python is not None:
         console.print("starting Synapse (takes a few seconds)")
         synapse = peers.synapse(workdir, synapse_python, args.synapse_info_logs)
         peer_list.append(stack.enter_context(synapse))
-    for peer in peer_list[2:]:
-        memory[peer.name] = {"idle_start": idle_memory(peer)}
+    for peer in peer_list:
+        if not peer.name.startswith("chatmedia"):
+            memory[peer.name] = {"idle_start": idle_memory(peer)}
     console.print("servers up: " + ", ".join(f"{p.name} {p.address[1]}" for p in peer_list))
     return peer_list
 

@@ -23,7 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from chatmedia.access.principal import ADMIN
+from chatmedia.access.principal import ADMIN, DEFAULT_TENANT, operator
 from chatmedia.config import ConfigError, Settings, describe, load_settings
 from chatmedia.db.migrate import (
     SchemaBehind,
@@ -34,6 +34,7 @@ from chatmedia.db.migrate import (
 )
 from chatmedia.errors import ChatMediaError
 from chatmedia.pipelines import keys as key_pipeline
+from chatmedia.pipelines.erasure import erase_conversation
 from chatmedia.pipelines.files import sweep_expired
 from chatmedia.pipelines.keys import KeySpec
 from chatmedia.services import BACKEND_OUTAGES, Services, open_services
@@ -135,6 +136,18 @@ def gc() -> None:
         console.print("CHATMEDIA_RETENTION is not set: files are kept forever")
         return
     console.print(f"deleted {_with_services(sweep_expired)} expired files")
+
+
+@app.command()
+def purge(
+    conversation: Annotated[str, typer.Option(help="The conversation to erase.")],
+    tenant: Annotated[str, typer.Option(help="Its tenant.")] = DEFAULT_TENANT,
+) -> None:
+    """Erase a conversation: its files, messages, events and what could replay them."""
+    erased = _with_services(lambda s: erase_conversation(s, operator(tenant), conversation))
+    console.print(
+        f"erased {erased.files} files, {erased.messages} messages and {erased.events} events"
+    )
 
 
 @keys_app.command("create")

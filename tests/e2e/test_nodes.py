@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import png_bytes
+from tests.conftest import png_bytes, unsigned
 from tests.e2e.conftest import Server, assert_unavailable
+from tests.e2e.test_erasure import erase_and_check
 from tests.pgserver import PostgresServer, postgres
 from tests.receivers import SseEvent, WebhookReceiver, sse_events
 from tests.s3server import S3Server, s3_server, start_s3rver, stop_s3rver
@@ -78,7 +79,7 @@ def test_files_uploaded_on_one_node_are_served_by_the_other(
         )
         assert compat.status_code == 200, compat.text
         file = native.json()
-        assert on_b.get(f"/v1/files/{file['id']}").json() == file
+        assert unsigned(on_b.get(f"/v1/files/{file['id']}").json()) == unsigned(file)
         assert on_b.get(f"/v1/files/{file['id']}/content").content == BIG
         part = on_b.get(f"/v1/files/{file['id']}/content", headers={"Range": "bytes=1000-1999"})
         assert part.status_code == 206
@@ -274,3 +275,7 @@ def test_a_key_revoked_on_one_node_is_refused_by_the_other_within_a_second(
         while client.get("/v1/files").status_code != 401:
             assert time.monotonic() - revoked_at < 1.0
             time.sleep(0.05)
+
+
+def test_erasing_a_conversation_on_postgresql_and_s3(nodes: Callable[..., Server]) -> None:
+    erase_and_check(nodes())

@@ -99,6 +99,10 @@ class Links:
         and when they expire (Unix time)."""
         assert self._signing is not None, "no signing key yet"
         expires = int(time.time() + (ttl or self.ttl).total_seconds())
+        if ttl is None:
+            # Rounded up to the minute: within a minute a File keeps one url, which browsers
+            # and caches then reuse; it lives at most a minute past CHATMEDIA_URL_TTL.
+            expires = -(-expires // 60) * 60
         kid, secret = self._signing
         signature = _sign(secret, resource, expires, kid, disposition, generation)
         query = {"exp": expires, "disp": disposition, "g": generation, "kid": kid}

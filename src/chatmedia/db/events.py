@@ -84,6 +84,21 @@ class Events:
         )
         return [_event(r) for r in await self._conn.execute(query)]
 
+    async def delete_some_of(self, conversation_id: str, limit: int, keep: str) -> int:
+        """Remove up to `limit` events of the conversation (but those of type `keep`) with
+        their deliveries, pending or not; how many events."""
+        query = (
+            sa.select(events.c.seq)
+            .where(events.c.conversation_id == conversation_id, events.c.tenant == self._tenant)
+            .where(events.c.type != keep)
+            .limit(limit)
+        )
+        seqs = list((await self._conn.scalars(query)).all())
+        if seqs:
+            await self._conn.execute(deliveries.delete().where(deliveries.c.event_seq.in_(seqs)))
+            await self._conn.execute(events.delete().where(events.c.seq.in_(seqs)))
+        return len(seqs)
+
 
 async def last_event_seq(conn: Conn) -> int:
     """The newest event's id (of any tenant: ids are shared), 0 when there is none."""

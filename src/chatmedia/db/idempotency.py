@@ -41,6 +41,13 @@ class IdempotencyKeys:
     def __init__(self, conn: Conn) -> None:
         self._conn = conn
 
+    async def forget_resources(self, resources: Sequence[str]) -> int:
+        """Forget the answers that created these things (erased: nothing may replay them)."""
+        if not resources:
+            return 0
+        query = keys_table.delete().where(keys_table.c.resource.in_(list(resources)))
+        return (await self._conn.execute(query)).rowcount
+
     async def get(self, scope: str, key: str) -> IdempotencyRecord | None:
         """The record of `key` in `scope`, whatever its age."""
         query = sa.select(keys_table).where(keys_table.c.scope == scope, keys_table.c.key == key)
@@ -89,6 +96,7 @@ class IdempotencyKeys:
         headers: Sequence[tuple[str, str]],
         body: bytes,
         now: datetime,
+        resource: str | None = None,
     ) -> bool:
         """Store the answer in the claim made at `claimed_at`. False when that claim is gone
         (swept, or taken over as stale)."""
@@ -107,6 +115,7 @@ class IdempotencyKeys:
                 headers=[[name, value] for name, value in headers],
                 body=body,
                 completed_at=now,
+                resource=resource,
             )
         )
         return result.rowcount == 1

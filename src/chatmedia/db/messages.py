@@ -52,6 +52,18 @@ class Messages:
         rows, next_seq = await newest_first(self._conn, query, messages.c.seq, limit, before_seq)
         return [_message(r) for r in rows], next_seq
 
+    async def delete_some_of(self, conversation_id: str, limit: int) -> list[str]:
+        """Remove up to `limit` messages of the conversation; their ids."""
+        query = (
+            sa.select(messages.c.id)
+            .where(messages.c.conversation_id == conversation_id, messages.c.tenant == self._tenant)
+            .limit(limit)
+        )
+        ids = list((await self._conn.scalars(query)).all())
+        if ids:
+            await self._conn.execute(messages.delete().where(messages.c.id.in_(ids)))
+        return ids
+
     async def delete(self, message_id: str) -> None:
         """Remove a message."""
         await self._conn.execute(

@@ -32,7 +32,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 
 # The migration (db/migrations/versions) that creates exactly these tables.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 metadata = sa.MetaData(
     naming_convention={
@@ -134,6 +134,9 @@ events = sa.Table(
     sa.Index(None, "tenant", "conversation_id", "seq"),
     sa.Index(None, "tenant", "seq"),
     sa.Index(None, "created_at"),
+    # Ids only ever grow, even once the newest events are erased or pruned: SQLite would
+    # otherwise give the next event an id a client has already seen, and skip it.
+    sqlite_autoincrement=True,
 )
 
 webhooks = sa.Table(
@@ -188,7 +191,10 @@ idempotency_keys = sa.Table(
     sa.Column("body", sa.LargeBinary, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("completed_at", UTCDateTime, nullable=True),
+    # The id (or file-engine name) of what the answer created: erasing it erases the replay.
+    sa.Column("resource", sa.Text, nullable=True),
     sa.Index(None, "created_at"),
+    sa.Index(None, "resource"),
 )
 
 # Secrets the server makes for itself (the key that signs event-stream URLs), shared by

@@ -21,6 +21,7 @@ For a request on a listed route that carries the header and a valid API key:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
 from collections.abc import Iterable
@@ -267,6 +268,7 @@ class IdempotencyMiddleware:
                         headers=answer.stored_headers(),
                         body=bytes(answer.body),
                         now=datetime.now(UTC),
+                        resource=answer.resource(),
                     )
         except Exception:
             log.exception("could not store the answer for an idempotency key")
@@ -387,6 +389,17 @@ class _Body:
 
 class _Answer:
     """A copy of the app's answer, as far as it can be stored."""
+
+    def resource(self) -> str | None:
+        """What the answer created: a File's or Message's `id`, or a file-engine `name`."""
+        try:
+            created = json.loads(self.body)
+        except ValueError:
+            return None
+        if not isinstance(created, dict):
+            return None
+        found = created.get("id", created.get("name"))
+        return found if isinstance(found, str) else None
 
     def __init__(self) -> None:
         self.status = 500

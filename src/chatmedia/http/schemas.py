@@ -78,7 +78,10 @@ def _integral(value: Any) -> Any:
 Size = Annotated[int, Field(strict=True, ge=0, le=MAX_SIZE), BeforeValidator(_integral)]
 Properties = Annotated[dict[str, Any], Field(description="Any JSON object, kept with the file")]
 MediaType = Literal["FILE", "IMAGE", "VIDEO", "AUDIO"]
-EventType = Literal["*", "message.created", "message.deleted", "file.created", "file.deleted"]
+EventType = Literal[
+    "*", "message.created", "message.deleted", "file.created", "file.deleted",
+    "conversation.deleted",
+]  # fmt: skip
 assert set(EventType.__args__) == {"*", *EVENT_TYPES}  # type: ignore[attr-defined]
 
 

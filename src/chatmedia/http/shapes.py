@@ -71,14 +71,30 @@ class MessagePage(_Shape):
     next_cursor: str | None = Field(alias="nextCursor")
 
 
+class Erased(_Shape):
+    """What erasing a conversation removed."""
+
+    files: int
+    messages: int
+    events: int
+
+
+class ConversationDeleted(Erased):
+    conversation_id: str = Field(alias="conversationId")
+
+
 class Event(_Shape):
-    """What happened: `data` is the Message or File, as it was then."""
+    """What happened: `data` is the Message or File as it was then, or what an erasure
+    removed."""
 
     id: str
-    type: Literal["message.created", "message.deleted", "file.created", "file.deleted"]
+    type: Literal[
+        "message.created", "message.deleted", "file.created", "file.deleted",
+        "conversation.deleted",
+    ]  # fmt: skip
     conversation_id: str | None = Field(alias="conversationId")
     created_at: str = Field(alias="createdAt")
-    data: Message | File
+    data: Message | File | ConversationDeleted
 
 
 class StreamLink(_Shape):

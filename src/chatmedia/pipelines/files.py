@@ -125,13 +125,19 @@ async def delete_file(services: Services, principal: Principal, file_id: str) ->
 
 
 async def remove_file(conn: Conn, services: Services, record: FileRecord) -> None:
-    """In the caller's write transaction: remove a file's row, log `file.deleted`, and
-    release its blob, removing the bytes while holding the blob's lock."""
+    """In the caller's write transaction: remove a file (see `drop_file`) and log
+    `file.deleted`."""
+    await drop_file(conn, services, record)
+    await log_file_event(conn, services, "file.deleted", record, datetime.now(UTC))
+
+
+async def drop_file(conn: Conn, services: Services, record: FileRecord) -> None:
+    """In the caller's write transaction: remove a file's row and release its blob,
+    removing the bytes while holding the blob's lock when no other file uses them."""
     files = Files(conn, record.tenant)
     await files.delete(record.id)
     if record.sha256 and await files.release_blob(record.sha256):
         await services.store.delete(record.sha256)
-    await log_file_event(conn, services, "file.deleted", record, datetime.now(UTC))
 
 
 async def sweep_expired(services: Services, now: datetime | None = None) -> int:

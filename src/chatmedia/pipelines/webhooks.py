@@ -41,7 +41,9 @@ from chatmedia.views import event_view
 
 log = logging.getLogger("chatmedia.webhooks")
 
-EVENT_TYPES = ("message.created", "message.deleted", "file.created", "file.deleted")
+EVENT_TYPES = (
+    "message.created", "message.deleted", "file.created", "file.deleted", "conversation.deleted",
+)  # fmt: skip
 SIGNATURE_HEADER = "ChatMedia-Signature"
 GIVE_UP_AFTER = timedelta(hours=24)
 MAX_DELAY = timedelta(hours=1)

@@ -34,9 +34,9 @@ from chatmedia.http.routes.files import (
     form_doc,
 )
 from chatmedia.http.schemas import MessageBody
-from chatmedia.http.shapes import Message, MessagePage, StreamLink
+from chatmedia.http.shapes import Erased, Message, MessagePage, StreamLink
 from chatmedia.models import Event
-from chatmedia.pipelines import events, messages
+from chatmedia.pipelines import erasure, events, messages
 from chatmedia.services import Services
 from chatmedia.views import event_view, message_view, timestamp
 
@@ -168,6 +168,24 @@ async def delete_message(
     """Removes the message; its file stays unless `deleteFile=true` (files:delete too)."""
     await messages.delete_message(services, principal, conversation_id, message_id, delete_file)
     return Response(status_code=204)
+
+
+@router.delete(
+    "/conversations/{conversationId}",
+    response_model=None,
+    responses=answers(NotFound, ok=Erased),
+    summary="Erase a conversation",
+)
+async def erase_conversation(
+    conversation_id: ConversationId,
+    services: ServicesDep,
+    principal: Annotated[Principal, authorized("files:delete", "messages:write")],
+) -> dict[str, int]:
+    """Every file, message and event of the conversation, its pending webhook deliveries,
+    the Idempotency-Key answers that could replay it and the blobs no other file uses;
+    then one `conversation.deleted` event. Idempotent: once done, it answers zeros."""
+    erased = await erasure.erase_conversation(services, principal, conversation_id)
+    return {"files": erased.files, "messages": erased.messages, "events": erased.events}
 
 
 @router.post(
