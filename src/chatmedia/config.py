@@ -17,9 +17,25 @@ from datetime import timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-from chatmedia.access.principal import is_tenant
+from chatmedia.config_values import (
+    choice,
+    database_url,
+    interval,
+    log_level,
+    origins,
+    port,
+    positive_int,
+    proxy,
+    retention,
+    seconds,
+    signing_keys,
+    storage_url,
+    tenant,
+    url,
+    url_ttl,
+)
 from chatmedia.egress.credentials import ChannelProfile, parse_channel
 from chatmedia.egress.policy import (
     FetchPolicy,
@@ -30,7 +46,7 @@ from chatmedia.egress.policy import (
 )
 from chatmedia.mediatypes import TypePolicy, parse_type_list
 from chatmedia.storage.s3url import parse_s3_url
-from chatmedia.units import parse_bool, parse_duration, parse_size
+from chatmedia.units import parse_bool, parse_size
 
 ENV_PREFIX = "CHATMEDIA_"
 CHANNELS_KEY = "channels"
@@ -114,141 +130,20 @@ class Field:
     secret: bool = False
 
 
-def _port(text: str) -> int:
-    port = int(text)
-    if not 0 < port < 65536:
-        raise ValueError("not a TCP port")
-    return port
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be at least 1")
-    return value
-
-
-def _url(text: str) -> str:
-    parts = urlsplit(text.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("not an absolute http(s) URL")
-    return urlunsplit(parts).rstrip("/")
-
-
-def _retention(text: str) -> timedelta | None:
-    if text.strip().lower() in ("", "0", "forever", "never"):
-        return None
-    return parse_duration(text)
-
-
-def _interval(text: str) -> timedelta:
-    value = parse_duration(text)
-    if value < timedelta(seconds=1):
-        raise ValueError("must be at least 1s")
-    return value
-
-
-# Database URL schemes, and the SQLAlchemy driver each one is served by.
-_DATABASE_DRIVERS = {
-    "sqlite": "sqlite",
-    "sqlite+aiosqlite": "sqlite",  # as written by earlier versions
-    "postgresql": "postgresql+asyncpg",
-    "postgres": "postgresql+asyncpg",
-    "postgresql+asyncpg": "postgresql+asyncpg",
-}
-
-
-def _database_url(text: str) -> str:
-    scheme, sep, rest = text.strip().partition("://")
-    driver = _DATABASE_DRIVERS.get(scheme.lower())
-    if not sep or driver is None:
-        raise ValueError("not a sqlite:///PATH or postgresql://USER@HOST/NAME URL")
-    if driver.startswith("postgresql") and not rest.partition("/")[0]:
-        raise ValueError("a PostgreSQL URL needs a host")
-    return f"{driver}://{rest}"
-
-
-def _storage_url(text: str) -> str | None:
-    """Only the scheme here; the rest is read with the environment in `load_settings`."""
-    text = text.strip()
-    if text.lower() in ("", "local"):
-        return None
-    if not text.lower().startswith("s3://"):
-        raise ValueError("not an s3://BUCKET/PREFIX URL (or empty, for DATA_DIR/blobs)")
-    return text
-
-
-def _log_level(text: str) -> str:
-    level = text.strip().lower()
-    if level not in ("debug", "info", "warning", "error"):
-        raise ValueError("not one of debug, info, warning, error")
-    return level
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 3600:
-        raise ValueError("must be a number of seconds above 0, at most 3600")
-    return value
-
-
-def _choice(*choices: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        value = text.strip().lower()
-        if value not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}")
-        return value
-
-    return parse
-
-
-def _tenant(text: str) -> str:
-    if not is_tenant(text.strip()):
-        raise ValueError("not a tenant name (1-64 letters, digits, '.', '_' or '-')")
-    return text.strip()
-
-
-def _origins(text: str) -> tuple[str, ...]:
-    origins = tuple(o.strip().rstrip("/") for o in text.split(",") if o.strip())
-    for origin in origins:
-        parts = urlsplit(origin)
-        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
-            raise ValueError(f"{origin} is not an origin such as https://desk.example.com")
-    return origins
-
-
-def _url_ttl(text: str) -> timedelta:
-    value = _interval(text)
-    if value > timedelta(days=7):
-        raise ValueError("must be at most 7d")
-    return value
-
-
-def _signing_keys(text: str) -> tuple[bytes, ...]:
-    keys = tuple(k.strip().encode() for k in text.split(",") if k.strip())
-    if any(len(k) < 16 for k in keys):
-        raise ValueError("each key needs at least 16 characters")
-    return keys
-
-
-def _proxy(text: str) -> str | None:
-    return _url(text) if text.strip() else None
-
-
 FIELDS: dict[str, Field] = {
     "data_dir": Field(
         lambda t: Path(t).expanduser(), "./data", "Folder for the database and blobs."
     ),
     "host": Field(str.strip, "127.0.0.1", "Address the server listens on."),
-    "port": Field(_port, "8080", "TCP port the server listens on."),
+    "port": Field(port, "8080", "TCP port the server listens on."),
     "public_url": Field(
-        _url, None, "Base of the URLs the API hands out (default http://HOST:PORT)."
+        url, None, "Base of the URLs the API hands out (default http://HOST:PORT)."
     ),
     "database_url": Field(
-        _database_url, None, "Metadata database (default sqlite:///DATA_DIR/chatmedia.db).", True
+        database_url, None, "Metadata database (default sqlite:///DATA_DIR/chatmedia.db).", True
     ),
     "storage_url": Field(
-        _storage_url,
+        storage_url,
         "",
         "Blob store: empty for DATA_DIR/blobs, or s3://BUCKET/PREFIX?endpoint=…&region=….",
         True,
@@ -265,11 +160,11 @@ FIELDS: dict[str, Field] = {
     "blocked_types": Field(
         parse_type_list, "", "Comma-separated MIME patterns or extensions refused always."
     ),
-    "retention": Field(_retention, "forever", "Delete files older than this (e.g. 30d)."),
-    "retention_interval": Field(_interval, "10m", "How often the retention sweeper runs."),
-    "workers": Field(_positive_int, "1", "Server worker processes."),
-    "io_threads": Field(_positive_int, "2", "Network I/O threads per worker process."),
-    "log_level": Field(_log_level, "info", "debug, info, warning or error."),
+    "retention": Field(retention, "forever", "Delete files older than this (e.g. 30d)."),
+    "retention_interval": Field(interval, "10m", "How often the retention sweeper runs."),
+    "workers": Field(positive_int, "1", "Server worker processes."),
+    "io_threads": Field(positive_int, "2", "Network I/O threads per worker process."),
+    "log_level": Field(log_level, "info", "debug, info, warning or error."),
     "import_allow_networks": Field(
         parse_networks, "", "CIDRs imports may reach although private (e.g. 10.1.0.0/16)."
     ),
@@ -278,44 +173,44 @@ FIELDS: dict[str, Field] = {
     ),
     "import_ports": Field(parse_ports, "80,443,8080,8443", "Ports imports may connect to."),
     "import_proxy": Field(
-        _proxy, "", "Proxy for imports (environment proxy variables are ignored).", True
+        proxy, "", "Proxy for imports (environment proxy variables are ignored).", True
     ),
-    "import_connect_timeout": Field(_seconds, "10", "Seconds to connect to a source."),
-    "import_read_timeout": Field(_seconds, "30", "Seconds a source may stay silent."),
-    "import_deadline": Field(_seconds, "60", "Seconds an import may take in all."),
+    "import_connect_timeout": Field(seconds, "10", "Seconds to connect to a source."),
+    "import_read_timeout": Field(seconds, "30", "Seconds a source may stay silent."),
+    "import_deadline": Field(seconds, "60", "Seconds an import may take in all."),
     "webhook_retry_base": Field(
-        _seconds, "5", "Seconds before a failed webhook delivery's first retry (then doubling)."
+        seconds, "5", "Seconds before a failed webhook delivery's first retry (then doubling)."
     ),
-    "webhook_timeout": Field(_seconds, "10", "Seconds a webhook receiver has to answer."),
-    "events_token_ttl": Field(_interval, "15m", "How long a signed event-stream URL works."),
+    "webhook_timeout": Field(seconds, "10", "Seconds a webhook receiver has to answer."),
+    "events_token_ttl": Field(interval, "15m", "How long a signed event-stream URL works."),
     "event_retention": Field(
-        _interval, "7d", "How long events are kept for clients that resume a stream."
+        interval, "7d", "How long events are kept for clients that resume a stream."
     ),
     "url_ttl": Field(
-        _url_ttl, "24h", "How long a signed file URL works from when it is sent (at most 7d)."
+        url_ttl, "24h", "How long a signed file URL works from when it is sent (at most 7d)."
     ),
     "url_signing_keys": Field(
-        _signing_keys,
+        signing_keys,
         "",
         "Comma-separated secrets (16+ characters) that sign file URLs: the first signs, all"
         " are accepted. Empty: one is generated and kept in the database.",
         True,
     ),
     "compat_download": Field(
-        _choice("open", "signed", "key"),
+        choice("open", "signed", "key"),
         "open",
         "File-engine downloads: open (by name, guessable), signed (a signed URL) or key.",
     ),
     "compat_upload": Field(
-        _choice("key", "open"),
+        choice("key", "open"),
         "key",
         "File-engine uploadFileStream: key, or open to browsers' widgets (no key needed).",
     ),
     "compat_upload_tenant": Field(
-        _tenant, "default", "The tenant of uploads made without a key (COMPAT_UPLOAD=open)."
+        tenant, "default", "The tenant of uploads made without a key (COMPAT_UPLOAD=open)."
     ),
     "cors_origins": Field(
-        _origins, "", "Comma-separated origins whose pages may call the API (CORS)."
+        origins, "", "Comma-separated origins whose pages may call the API (CORS)."
     ),
 }
 

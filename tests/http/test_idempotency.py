@@ -18,7 +18,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from chatmedia.access.principal import DEFAULT_TENANT
 from chatmedia.db.idempotency import IdempotencyKeys, IdempotencyRecord
-from chatmedia.http.idempotency import IdempotencyMiddleware, RequestHasher
+from chatmedia.http.idempotency import IdempotencyMiddleware
+from chatmedia.http.request_hash import RequestHasher
 from chatmedia.http.responses import error_response
 from chatmedia.pipelines.keys import KeySpec, create_key
 from chatmedia.storage import StagedBlob

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from chatmedia.db import Database
 from chatmedia.db.idempotency import IdempotencyKeys, IdempotencyRecord
-from chatmedia.http.idempotency import RequestHasher, sweep_idempotency_keys, valid_key
+from chatmedia.http.idempotency import sweep_idempotency_keys
+from chatmedia.http.request_hash import RequestHasher, valid_key
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 SCOPE = "s" * 64

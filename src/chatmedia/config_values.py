@@ -1,0 +1,132 @@
+"""Parsers of single setting values: each takes the text a setting was given and returns
+its value, or raises ValueError saying what is wrong (chatmedia.config names the key)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from urllib.parse import urlsplit, urlunsplit
+
+from chatmedia.access.principal import is_tenant
+from chatmedia.units import parse_duration
+
+
+def port(text: str) -> int:
+    port = int(text)
+    if not 0 < port < 65536:
+        raise ValueError("not a TCP port")
+    return port
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be at least 1")
+    return value
+
+
+def url(text: str) -> str:
+    parts = urlsplit(text.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("not an absolute http(s) URL")
+    return urlunsplit(parts).rstrip("/")
+
+
+def retention(text: str) -> timedelta | None:
+    if text.strip().lower() in ("", "0", "forever", "never"):
+        return None
+    return parse_duration(text)
+
+
+def interval(text: str) -> timedelta:
+    value = parse_duration(text)
+    if value < timedelta(seconds=1):
+        raise ValueError("must be at least 1s")
+    return value
+
+
+# Database URL schemes, and the SQLAlchemy driver each one is served by.
+_DATABASE_DRIVERS = {
+    "sqlite": "sqlite",
+    "sqlite+aiosqlite": "sqlite",  # as written by earlier versions
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+
+
+def database_url(text: str) -> str:
+    scheme, sep, rest = text.strip().partition("://")
+    driver = _DATABASE_DRIVERS.get(scheme.lower())
+    if not sep or driver is None:
+        raise ValueError("not a sqlite:///PATH or postgresql://USER@HOST/NAME URL")
+    if driver.startswith("postgresql") and not rest.partition("/")[0]:
+        raise ValueError("a PostgreSQL URL needs a host")
+    return f"{driver}://{rest}"
+
+
+def storage_url(text: str) -> str | None:
+    """Only the scheme here; the rest is read with the environment in `load_settings`."""
+    text = text.strip()
+    if text.lower() in ("", "local"):
+        return None
+    if not text.lower().startswith("s3://"):
+        raise ValueError("not an s3://BUCKET/PREFIX URL (or empty, for DATA_DIR/blobs)")
+    return text
+
+
+def log_level(text: str) -> str:
+    level = text.strip().lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise ValueError("not one of debug, info, warning, error")
+    return level
+
+
+def seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 3600:
+        raise ValueError("must be a number of seconds above 0, at most 3600")
+    return value
+
+
+def choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def tenant(text: str) -> str:
+    if not is_tenant(text.strip()):
+        raise ValueError("not a tenant name (1-64 letters, digits, '.', '_' or '-')")
+    return text.strip()
+
+
+def origins(text: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in text.split(",") if o.strip())
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            raise ValueError(f"{origin} is not an origin such as https://desk.example.com")
+    return origins
+
+
+def url_ttl(text: str) -> timedelta:
+    value = interval(text)
+    if value > timedelta(days=7):
+        raise ValueError("must be at most 7d")
+    return value
+
+
+def signing_keys(text: str) -> tuple[bytes, ...]:
+    keys = tuple(k.strip().encode() for k in text.split(",") if k.strip())
+    if any(len(k) < 16 for k in keys):
+        raise ValueError("each key needs at least 16 characters")
+    return keys
+
+
+def proxy(text: str) -> str | None:
+    return url(text) if text.strip() else None
