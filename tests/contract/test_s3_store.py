@@ -211,24 +211,37 @@ class RecordingProxy:
         self._upstream = upstream.removeprefix("http://").rpartition(":")
         self.requests: list[tuple[str, int]] = []
         self.endpoint = ""
+        self._handlers: set[asyncio.Task[None]] = set()
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[RecordingProxy]:
         server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.endpoint = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        async with server:
-            yield self
+        try:
+            async with server:
+                yield self
+        finally:
+            # Connections a client gave up on may still be waiting on s3rver: end them here,
+            # sockets closed, rather than leave them to the garbage collector of a later test.
+            for task in self._handlers:
+                task.cancel()
+            await asyncio.gather(*self._handlers, return_exceptions=True)
 
     def lines(self, method: str, marker: str) -> list[str]:
         return [line for line, _ in self.requests if line.startswith(method) and marker in line]
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
         try:
             await self._pass_one(reader, writer)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the client gave up, as obstore does with the parts in flight when it aborts
         finally:
-            await _close(writer)
+            with suppress(asyncio.CancelledError):
+                await _close(writer)
+            self._handlers.discard(task)
 
     async def _pass_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")

@@ -4,8 +4,9 @@ key and a revoked one; key management over HTTP and the command line."""
 
 from __future__ import annotations
 
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,7 +17,10 @@ import pytest
 from chatmedia.access.principal import SCOPES
 from tests.conftest import png_bytes
 from tests.e2e.conftest import Server
+from tests.pgserver import PostgresServer, postgres
+from tests.s3server import S3Server, s3_server
 
+__all__ = ["postgres", "s3_server"]  # the session's servers, for the world fixture
 pytestmark = pytest.mark.e2e
 PNG = png_bytes(2, 2)
 CONVERSATION = "c-a"
@@ -57,9 +61,31 @@ def create_key(server: Server, **body: Any) -> str:
     return secret
 
 
-@pytest.fixture(scope="module")
-def world(start_server: Callable[..., Server]) -> World:
-    server = start_server(import_allow_networks="127.0.0.1/32", import_ports="1-65535")
+@pytest.fixture(scope="module", params=["sqlite+local", "postgresql+s3"])
+def world(
+    request: pytest.FixtureRequest,
+    start_server: Callable[..., Server],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[World]:
+    settings = {"import_allow_networks": "127.0.0.1/32", "import_ports": "1-65535"}
+    if request.param == "sqlite+local":
+        yield _world(start_server(**settings))
+        return
+    postgres: PostgresServer = request.getfixturevalue("postgres")
+    s3: S3Server = request.getfixturevalue("s3_server")
+    server = Server(
+        tmp_path_factory.mktemp("pg-access"),
+        database_url=postgres.new_database(),
+        storage_url=s3.url("access-" + secrets.token_hex(4)),
+        **settings,
+    )
+    server.cli("migrate")
+    server.start()
+    yield _world(server)
+    server.stop()
+
+
+def _world(server: Server) -> World:
     with server.client(headers=server.auth) as client:
         file = client.post(
             "/v1/files", files={"file": ("a.png", PNG)}, data={"conversationId": CONVERSATION}
