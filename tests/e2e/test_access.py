@@ -4,6 +4,7 @@ key and a revoked one; key management over HTTP and the command line."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +19,7 @@ from chatmedia.access.principal import SCOPES
 from tests.conftest import png_bytes
 from tests.e2e.conftest import Server
 from tests.pgserver import PostgresServer, postgres
+from tests.receivers import WebhookReceiver, sse_events
 from tests.s3server import S3Server, s3_server
 
 __all__ = ["postgres", "s3_server"]  # the session's servers, for the world fixture
@@ -337,3 +339,29 @@ def test_a_revoked_key_is_refused_by_every_worker_at_once(
     for _ in range(20):
         with server.client(headers=headers) as client:
             assert client.get("/v1/files").status_code == 401
+
+
+def test_streams_and_webhooks_carry_only_their_tenants_events(
+    start_server: Callable[..., Server],
+) -> None:
+    server = start_server(import_allow_networks="127.0.0.1/32", import_ports="1-65535")
+    other = create_key(server, scopes=["admin"], tenant="t2")
+    theirs = {"Authorization": f"Bearer {other}"}
+    with WebhookReceiver() as receiver, server.client() as client:
+        assert client.post("/v1/webhooks", json={"url": receiver.url}, headers=theirs).is_success
+        mine = client.post("/v1/conversations/c1/messages", json={"body": "mine"},
+                           headers=server.auth).json()  # fmt: skip
+        their = client.post("/v1/conversations/c1/messages", json={"body": "theirs"},
+                            headers=theirs).json()  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not receiver.acknowledged() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # a wrong delivery would have come by now too
+        delivered = [json.loads(r.body)["data"]["id"] for r in receiver.acknowledged()]
+        assert delivered == [their["id"]]
+        with client.stream(
+            "GET", "/v1/events", params={"lastEventId": "0"}, headers=theirs
+        ) as stream:
+            first = next(sse_events(stream))
+        assert first.data["data"]["id"] == their["id"]
+        assert mine["id"] not in json.dumps(first.data)
