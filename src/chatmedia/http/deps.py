@@ -37,7 +37,7 @@ async def request_principal(request: Request) -> Principal:
     if checked is not None:
         return checked
     services: Services = request.app.state.services
-    tenant = request.query_params.get(TENANT_PARAMETER)
+    tenant = request.query_params.get(TENANT_PARAMETER) if request.scope["query_string"] else None
     return await authenticate(services, request.headers.get("authorization"), tenant)
 
 

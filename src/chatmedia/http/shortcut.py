@@ -83,8 +83,9 @@ class DownloadShortcut:
 
 
 async def _native(request: Request, services: Services) -> Response:
-    params = QueryParams(request.scope["query_string"])
-    if is_signed(params):  # a link: its signature stands for a key
+    query = request.scope["query_string"]
+    params = QueryParams(query) if query else None
+    if params is not None and is_signed(params):  # a link: its signature stands for a key
         grant = services.links.check(request.scope["path"], params)
         record = await linked_file(services, grant, file_id=request.path_params["file_id"])
         attachment = grant.disposition == "attachment"
