@@ -35,11 +35,11 @@ async def bare_64k(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 def read_form_app() -> Any:
     """chatmedia's app (settings from the environment) plus `POST /bench/read-form`."""
-    from fastapi import Depends, Request
+    from fastapi import Request
     from fastapi.responses import JSONResponse
 
     from chatmedia.http.app import create_app
-    from chatmedia.http.deps import require_key
+    from chatmedia.http.deps import authorized
     from chatmedia.http.forms import native_info, read_form
 
     async def read_form_only(request: Request) -> JSONResponse:
@@ -56,6 +56,6 @@ def read_form_app() -> Any:
         read_form_only,
         methods=["POST"],
         status_code=201,
-        dependencies=[Depends(require_key)],
+        dependencies=[authorized("files:write")],
     )
     return app
