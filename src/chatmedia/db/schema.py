@@ -93,7 +93,8 @@ api_keys = sa.Table(
     # of its own, the default one), its conversation restriction (null: any), its expiry.
     sa.Column("scopes", sa.JSON, nullable=False),
     sa.Column("tenant", sa.String(64), nullable=True),
-    sa.Column("conversations", sa.JSON, nullable=True),
+    # None is SQL NULL (no JSON to decode on every request).
+    sa.Column("conversations", sa.JSON(none_as_null=True), nullable=True),
     sa.Column("expires_at", UTCDateTime, nullable=True),
     # To the minute, written in batches: never a write per request.
     sa.Column("last_used_at", UTCDateTime, nullable=True),

@@ -39,6 +39,8 @@ class DrainUnreadBody:
 
 
 def _has_body(scope: Scope) -> bool:
+    if scope["method"] in ("GET", "HEAD"):
+        return False
     for name, value in scope["headers"]:
         if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
             return True

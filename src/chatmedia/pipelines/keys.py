@@ -18,7 +18,7 @@ from chatmedia.access.principal import (
     is_tenant,
     pattern_covered,
 )
-from chatmedia.db.keys import Keys
+from chatmedia.db.keys import ActiveKey, Keys
 from chatmedia.errors import (
     BadRequest,
     ConversationNotAllowed,
@@ -142,7 +142,7 @@ def _manages(principal: Principal, key: ApiKey) -> bool:
     return (key.tenant or DEFAULT_TENANT) == principal.tenant
 
 
-def principal_for(key: ApiKey, tenant: str | None = None) -> Principal:
+def principal_for(key: ApiKey | ActiveKey, tenant: str | None = None) -> Principal:
     """What `key` may do, acting in `tenant` (a key without a tenant of its own works in
     the default one; an admin key without one may act in any)."""
     own = key.tenant or DEFAULT_TENANT
@@ -175,12 +175,11 @@ async def authenticate(
         raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
     async with services.db.read() as conn:
         key = await Keys(conn).authenticate(secret.strip())
-    now = datetime.now(UTC)
     if key is None:
         raise Unauthorized("the API key is not valid")
-    if not key.active(now):
+    if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
         raise Unauthorized("the API key has expired")
-    services.key_use.record(key.id, now)
+    services.key_use.record(key.id)
     return principal_for(key, tenant)
 
 
