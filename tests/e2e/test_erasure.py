@@ -8,9 +8,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
+from chatmedia.storage.s3 import open_s3_store
 from tests.conftest import png_bytes
 from tests.e2e.conftest import Server
 from tests.receivers import SseEvent, sse_events
@@ -108,8 +110,20 @@ def erase_and_check(server: Server, doomed: str = "erase-me", kept: str = "keep-
 
         # The shared bytes stay for the other conversation; the erased-only bytes are gone.
         assert client.get(f"/v1/files/{kept_file['id']}/content").content == SHARED
+    # In the store: the erased conversation's own bytes are gone, the shared ones kept.
+    assert _in_store(server, own["sha256"]) is False
+    assert _in_store(server, kept_file["sha256"]) is True
     if server.env.get("CHATMEDIA_STORAGE_URL") is None:
         assert len(set(server.stored_blobs())) == len(blobs_before) - 1
+
+
+def _in_store(server: Server, sha256: str) -> bool:
+    """Whether the server's blob store (local folder or S3 bucket) holds this content."""
+    url = server.env.get("CHATMEDIA_STORAGE_URL")
+    if url is None:
+        return any(p.name == sha256 for p in server.stored_blobs())
+    store = open_s3_store(url, server.env)
+    return anyio.run(store.stat, sha256) is not None
 
 
 def _events(client: httpx.Client) -> list[dict[str, Any]]:
