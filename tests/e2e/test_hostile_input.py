@@ -188,8 +188,8 @@ _TEXT_PART = st.one_of(*[_PROPER_PART] * 7, _ODD_PART)
 
 
 @st.composite
-def forms(draw: st.DrawFn) -> tuple[list[bytes], bytes | None]:
-    """The parts of a body, and the file it carries if any."""
+def forms(draw: st.DrawFn) -> list[bytes]:
+    """The parts of a body: text parts proper and odd, maybe a file, maybe a preamble."""
     parts = draw(st.lists(_TEXT_PART, max_size=80))
     content = draw(st.sampled_from([PNG, b"", b"plain words"]))
     with_file = draw(st.integers(0, 3)) > 0
@@ -197,32 +197,38 @@ def forms(draw: st.DrawFn) -> tuple[list[bytes], bytes | None]:
         parts.insert(draw(st.integers(0, len(parts))), named("file", content, "f.bin"))
     if draw(st.integers(0, 7)) == 0:
         parts.insert(0, b"preamble\r\n")
-    return parts, content if with_file else None
+    return parts
 
 
-def _valid(body: bytes) -> bool:
-    """What RFC 7578 and the documented limits allow, judged apart from the server."""
+def _file_of(body: bytes) -> bytes | None:
+    """The file a body carries when RFC 7578 and the documented limits allow it, judged
+    apart from the server (the bytes of its one `file` part); None for a body to refuse."""
     sections = body.split(f"--{BOUNDARY}".encode())
     if sections[0] != b"":
-        return False
+        return None
     names: list[str] = []
+    content = b""
     for section in sections[1:-1]:
         head, _, value = section.removeprefix(b"\r\n").partition(b"\r\n\r\n")
         lines = [h for h in head.split(b"\r\n") if h]
         dispositions = [h for h in lines if h.lower().startswith(b"content-disposition:")]
         if len(dispositions) != 1:
-            return False
+            return None
         disposition = dispositions[0].split(b":", 1)[1].strip()
         if not disposition.lower().startswith(b"form-data;") or b' name="' not in disposition:
-            return False
+            return None
         name = disposition.split(b' name="', 1)[1].split(b'"', 1)[0].decode()
         if not name or "%" in name:
-            return False
-        if name != "file" and not _utf8(value):
-            return False
+            return None
+        value = value.removesuffix(b"\r\n")  # the line end before the next boundary
+        if name == "file":
+            content = value
+        elif not _utf8(value):
+            return None
         names.append(name)
     texts = [n for n in names if n != "file"]
-    return names.count("file") == 1 and len(texts) <= 64 and len(set(texts)) == len(texts)
+    valid = names.count("file") == 1 and len(texts) <= 64 and len(set(texts)) == len(texts)
+    return content if valid else None
 
 
 def _utf8(data: bytes) -> bool:
@@ -238,23 +244,22 @@ def _utf8(data: bytes) -> bool:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(case=forms(), route=st.sampled_from(FORM_ROUTES[:2]))
+@given(parts=forms(), route=st.sampled_from(FORM_ROUTES[:2]))
 def test_any_form_is_stored_exactly_or_refused_with_nothing_kept(
-    hostile: Server, case: tuple[list[bytes], bytes | None], route: FormRoute
+    hostile: Server, parts: list[bytes], route: FormRoute
 ) -> None:
-    parts, content = case
     body = form(*route_fields(route), *parts)
-    valid = _valid(body)
+    expected = _file_of(body)
+    valid = expected is not None
     before = stored(hostile)
     answer = post_form(hostile, route, body)
     event(f"answered {answer.status_code}")
     if answer.status_code == OK[route.path]:
-        assert valid
-        assert content is not None
+        assert expected is not None
         with hostile.client(headers=hostile.auth) as client:
             newest = client.get("/v1/files", params={"limit": 1}).json()["items"][0]
-            assert newest["sha256"] == hashlib.sha256(content).hexdigest()
-            assert client.get(newest["url"]).content == content
+            assert newest["sha256"] == hashlib.sha256(expected).hexdigest()
+            assert client.get(newest["url"]).content == expected
             assert client.delete(f"/v1/files/{newest['id']}").status_code == 204
         return
     # Refused: a documented code, nothing kept, and never a valid form for its structure.
