@@ -79,10 +79,9 @@ def answers(
     ok: type[BaseModel] | dict[str, Any] | None = None,
     status: int = 200,
     headers: dict[str, Any] | None = None,
-    file_engine: bool = False,
 ) -> dict[int | str, dict[str, Any]]:
     """FastAPI's `responses` for a route: `status` with the body `ok` (a model, or OpenAPI
-    `content`), and each error by its status; `file_engine`, errors in that API's shape."""
+    `content`), and each error by its status."""
     responses: dict[int | str, dict[str, Any]] = {}
     if ok is not None or headers:
         success: dict[str, Any] = {"description": "Success"}
@@ -94,11 +93,7 @@ def answers(
             success["headers"] = headers
         responses[status] = success
     for error in errors:
-        entry = responses.setdefault(
-            error.status, {"description": "", "model": FileEngineError if file_engine else Error}
-        )
-        codes = [c for c in entry["description"].split(", ") if c]
-        entry["description"] = ", ".join(dict.fromkeys([*codes, error.code]))
+        _list_code(responses.setdefault(error.status, {"model": Error}), error)
     return responses
 
 
@@ -161,15 +156,14 @@ def _not_null(schema: dict[str, Any]) -> None:
 
 
 def _add(responses: dict[str, Any], error: type[ChatMediaError]) -> None:
-    """Document `error` in `responses` beside what its status already lists."""
-    entry = responses.setdefault(
-        str(error.status),
-        {
-            "description": "",
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-        },
-    )
-    codes = [c for c in entry["description"].split(", ") if c]
+    """Document `error` in a built document's `responses` beside what its status lists."""
+    error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    _list_code(responses.setdefault(str(error.status), {"content": error_body}), error)
+
+
+def _list_code(entry: dict[str, Any], error: type[ChatMediaError]) -> None:
+    """Name the error's code in the description of its status (codes, comma-separated)."""
+    codes = [c for c in entry.get("description", "").split(", ") if c]
     entry["description"] = ", ".join(dict.fromkeys([*codes, error.code]))
 
 
