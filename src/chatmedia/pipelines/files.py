@@ -28,7 +28,13 @@ SWEEP_BATCH = 100
 async def get_file(services: Services, principal: Principal, file_id: str) -> FileRecord:
     """The file with this id, if the principal sees it; raises FileNotFound."""
     async with services.db.read() as conn:
-        record = await Files(conn, principal.tenant).get(file_id)
+        return await _visible_file(conn, principal, file_id)
+
+
+async def _visible_file(conn: Conn, principal: Principal, file_id: str) -> FileRecord:
+    """The file with this id in the principal's tenant and conversations; FileNotFound
+    otherwise, as for a file that does not exist."""
+    record = await Files(conn, principal.tenant).get(file_id)
     if record is None or not principal.sees(record.conversation_id):
         raise FileNotFound(f"no file with id '{file_id}'")
     return record
@@ -72,11 +78,8 @@ async def create_link(
 async def revoke_links(services: Services, principal: Principal, file_id: str) -> None:
     """End every link made so far to a file the principal sees."""
     async with services.db.write() as conn:
-        files = Files(conn, principal.tenant)
-        record = await files.get(file_id)
-        if record is None or not principal.sees(record.conversation_id):
-            raise FileNotFound(f"no file with id '{file_id}'")
-        await files.next_link_generation(file_id)
+        await _visible_file(conn, principal, file_id)
+        await Files(conn, principal.tenant).next_link_generation(file_id)
 
 
 async def get_file_by_stored_name(
@@ -116,9 +119,7 @@ async def delete_file(services: Services, principal: Principal, file_id: str) ->
     """Delete a file the principal sees: its row, and its blob when no other file uses the
     same bytes."""
     async with services.db.write() as conn:
-        record = await Files(conn, principal.tenant).get(file_id)
-        if record is None or not principal.sees(record.conversation_id):
-            raise FileNotFound(f"no file with id '{file_id}'")
+        record = await _visible_file(conn, principal, file_id)
         await remove_file(conn, services, record)
     services.bus.notify()
     return record
