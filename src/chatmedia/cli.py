@@ -25,6 +25,7 @@ from rich.table import Table
 
 from chatmedia.access.principal import ADMIN, DEFAULT_TENANT, operator
 from chatmedia.config import ConfigError, Settings, describe, load_settings
+from chatmedia.config_values import quota_count, quota_size
 from chatmedia.db.migrate import (
     SchemaBehind,
     current_revision,
@@ -32,17 +33,22 @@ from chatmedia.db.migrate import (
     head_revision,
     upgrade,
 )
+from chatmedia.db.usage import Limits
 from chatmedia.errors import ChatMediaError
+from chatmedia.fairuse.rates import parse_rate
 from chatmedia.pipelines import keys as key_pipeline
 from chatmedia.pipelines.erasure import erase_conversation
 from chatmedia.pipelines.files import sweep_expired
 from chatmedia.pipelines.keys import KeySpec
+from chatmedia.pipelines.tenants import every_tenant, set_quota
 from chatmedia.services import BACKEND_OUTAGES, Services, open_services
 from chatmedia.units import parse_duration
 
 app = typer.Typer(help="chatmedia: files and media for chat platforms.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+tenants_app = typer.Typer(help="Tenants' usage and quotas.", no_args_is_help=True)
+app.add_typer(tenants_app, name="tenants")
 console = Console()
 err_console = Console(stderr=True)
 T = TypeVar("T")
@@ -165,6 +171,9 @@ def keys_create(
     expires: Annotated[
         str | None, typer.Option(help="How long the key lives, such as 30d or 12h.")
     ] = None,
+    rate: Annotated[
+        str | None, typer.Option(help="Its own request rate, such as 50/s (burst 2x).")
+    ] = None,
 ) -> None:
     """Create a key; the key itself is printed alone on the last line."""
     try:
@@ -174,6 +183,7 @@ def keys_create(
             tenant=tenant,
             conversations=tuple(conversation) if conversation else None,
             expires_at=datetime.now(UTC) + parse_duration(expires) if expires else None,
+            rate_limit=parse_rate(rate) if rate else None,
         )
         key, secret = _with_services(lambda s: key_pipeline.create_key(s, spec))
     except (ChatMediaError, ValueError) as e:
@@ -188,7 +198,7 @@ def keys_list() -> None:
     """List keys (their secrets are not stored and cannot be shown)."""
     table = Table(
         "id", "name", "prefix", "scopes", "tenant", "conversations", "expires", "created",
-        "last used", "revoked",
+        "last used", "revoked", "rate",
     )  # fmt: skip
     for key in _with_services(key_pipeline.list_keys):
         table.add_row(
@@ -202,6 +212,7 @@ def keys_list() -> None:
             _moment(key.created_at),
             _moment(key.last_used_at),
             _moment(key.revoked_at),
+            key.rate_limit or "(default)",
         )
     # Piped, not to a terminal: no width to fit, so nothing is cut.
     (console if console.is_terminal else Console(width=240)).print(table)
@@ -220,6 +231,51 @@ def keys_revoke(key_id: str) -> None:
         err_console.print(e.message)
         raise typer.Exit(1) from None
     console.print(f"revoked {key_id}")
+
+
+@tenants_app.command("set-quota")
+def tenants_set_quota(
+    tenant: str,
+    bytes_: Annotated[
+        str | None, typer.Option("--bytes", help="Bytes it may store, such as 10GiB.")
+    ] = None,
+    files: Annotated[str | None, typer.Option(help="Files it may hold.")] = None,
+    daily_bytes: Annotated[
+        str | None, typer.Option(help="Bytes it may add per day (UTC), such as 1GiB.")
+    ] = None,
+) -> None:
+    """Give a tenant quotas of its own, replacing the defaults (an option left out, or
+    'unlimited', is unlimited)."""
+    try:
+        limits = Limits(
+            quota_size(bytes_ or ""), quota_count(files or ""), quota_size(daily_bytes or "")
+        )
+        _with_services(lambda s: set_quota(s, tenant, limits))
+    except (ChatMediaError, ValueError) as e:
+        err_console.print(getattr(e, "message", str(e)))
+        raise typer.Exit(1) from None
+    console.print(f"set the quotas of tenant {tenant}")
+
+
+@tenants_app.command("list")
+def tenants_list() -> None:
+    """Every tenant's usage and quotas."""
+    table = Table("tenant", "bytes", "files", "today", "uploading", "quota (bytes, files, per day)")
+    for usage in _with_services(every_tenant):
+        figures, limits = usage.figures, usage.limits
+        quota = ", ".join(
+            "unlimited" if v is None else str(v)
+            for v in (limits.max_bytes, limits.max_files, limits.max_daily_bytes)
+        )
+        table.add_row(
+            figures.tenant,
+            str(figures.bytes),
+            str(figures.files),
+            str(usage.daily_bytes),
+            f"{figures.reserved_bytes} bytes, {figures.reserved_files} files",
+            quota + ("" if usage.own else " (defaults)"),
+        )
+    (console if console.is_terminal else Console(width=240)).print(table)
 
 
 @contextmanager

@@ -23,11 +23,14 @@ from chatmedia.config_values import (
     choice,
     database_url,
     interval,
+    limit_count,
     log_level,
     origins,
     port,
     positive_int,
     proxy,
+    quota_count,
+    quota_size,
     retention,
     seconds,
     signing_keys,
@@ -44,6 +47,8 @@ from chatmedia.egress.policy import (
     parse_networks,
     parse_ports,
 )
+from chatmedia.fairuse.limiter import LimitSettings
+from chatmedia.fairuse.rates import Rate, parse_limit
 from chatmedia.mediatypes import TypePolicy, parse_type_list
 from chatmedia.storage.s3url import parse_s3_url
 from chatmedia.units import parse_bool, parse_size
@@ -93,6 +98,13 @@ class Settings:
     compat_upload: str
     compat_upload_tenant: str
     cors_origins: tuple[str, ...]
+    rate_limit: Rate | None
+    anon_rate_limit: Rate | None
+    auth_failure_limit: int | None
+    trusted_proxies: tuple[IPNetwork, ...]
+    quota_bytes: int | None
+    quota_files: int | None
+    quota_daily_bytes: int | None
     channels: Mapping[str, ChannelProfile]
 
     @property
@@ -111,6 +123,16 @@ class Settings:
             connect_timeout=self.import_connect_timeout,
             read_timeout=self.import_read_timeout,
             deadline=self.import_deadline,
+        )
+
+    @property
+    def limit_settings(self) -> LimitSettings:
+        """The request limits of each node."""
+        return LimitSettings(
+            key_rate=self.rate_limit,
+            anonymous_rate=self.anon_rate_limit,
+            auth_failures=self.auth_failure_limit,
+            trusted_proxies=self.trusted_proxies,
         )
 
     @property
@@ -211,6 +233,23 @@ FIELDS: dict[str, Field] = {
     ),
     "cors_origins": Field(
         origins, "", "Comma-separated origins whose pages may call the API (CORS)."
+    ),
+    "rate_limit": Field(
+        parse_limit, "1000/s", "Requests per key (N/s, N/min, N/h; burst 2N), or off."
+    ),
+    "anon_rate_limit": Field(
+        parse_limit, "100/s", "Requests per client address on routes open without a key, or off."
+    ),
+    "auth_failure_limit": Field(
+        limit_count, "20", "Failed authentications per address a minute before a lockout, or off."
+    ),
+    "trusted_proxies": Field(
+        parse_networks, "", "CIDRs of reverse proxies whose X-Forwarded-For is believed."
+    ),
+    "quota_bytes": Field(quota_size, "unlimited", "Bytes each tenant may store (default)."),
+    "quota_files": Field(quota_count, "unlimited", "Files each tenant may hold (default)."),
+    "quota_daily_bytes": Field(
+        quota_size, "unlimited", "Bytes each tenant may add per day, UTC (default)."
     ),
 }
 
@@ -334,6 +373,10 @@ def _range(ports: tuple[int, int]) -> str:
     return str(ports[0]) if ports[0] == ports[1] else f"{ports[0]}-{ports[1]}"
 
 
+_NONE_SHOWN = {"retention": "forever", "quota_bytes": "unlimited", "quota_files": "unlimited",
+               "quota_daily_bytes": "unlimited"}  # fmt: skip
+
+
 def _show(name: str, value: object) -> str:
     if isinstance(value, tuple):
         items = [_range(v) if isinstance(v, tuple) else str(v) for v in value]
@@ -341,7 +384,7 @@ def _show(name: str, value: object) -> str:
     if isinstance(value, timedelta):
         return f"{int(value.total_seconds())}s"
     if value is None:
-        return "forever" if name == "retention" else "(none)"
+        return _NONE_SHOWN.get(name, "off" if name.endswith("limit") else "(none)")
     return str(value)
 
 

@@ -8,7 +8,7 @@ from datetime import timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 from chatmedia.access.principal import is_tenant
-from chatmedia.units import parse_duration
+from chatmedia.units import parse_duration, parse_size
 
 
 def port(text: str) -> int:
@@ -130,3 +130,26 @@ def signing_keys(text: str) -> tuple[bytes, ...]:
 
 def proxy(text: str) -> str | None:
     return url(text) if text.strip() else None
+
+
+UNLIMITED = ("", "unlimited", "none", "off")
+
+
+def limit_count(text: str) -> int | None:
+    """A count of at least 1, or None for `off`."""
+    return None if text.strip().lower() in UNLIMITED else positive_int(text)
+
+
+def quota_size(text: str) -> int | None:
+    """A size (10GiB), or None for unlimited."""
+    return None if text.strip().lower() in UNLIMITED else parse_size(text)
+
+
+def quota_count(text: str) -> int | None:
+    """A number of files, or None for unlimited."""
+    if text.strip().lower() in UNLIMITED:
+        return None
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value

@@ -17,7 +17,8 @@ handler (chatmedia.http.responses) renders them all as
     │   ├── TenantNotAllowed
     │   ├── InvalidSignature
     │   ├── LinkExpired
-    │   └── OriginNotAllowed
+    │   ├── OriginNotAllowed
+    │   └── QuotaExceeded
     ├── NotFound (404)
     │   ├── FileNotFound
     │   ├── MessageNotFound
@@ -31,6 +32,7 @@ handler (chatmedia.http.responses) renders them all as
     ├── UnsupportedMediaType (415)
     ├── IdempotencyKeyReused (422)
     ├── RangeNotSatisfiable (416)
+    ├── RateLimited (429)
     ├── SourceError (502)
     ├── BackendUnavailable (503)
     └── SourceTimeout (504)
@@ -134,6 +136,13 @@ class TenantNotAllowed(Forbidden):
     code = "tenant_not_allowed"
 
 
+class QuotaExceeded(Forbidden):
+    """The upload would take the tenant past one of its quotas (the message names it and
+    the figures)."""
+
+    code = "quota_exceeded"
+
+
 class NotFound(ChatMediaError):
     code = "not_found"
     status = 404
@@ -207,6 +216,28 @@ class RangeNotSatisfiable(ChatMediaError):
     @property
     def headers(self) -> dict[str, str]:
         return {"Content-Range": f"bytes */{self.size}"}
+
+
+class RateLimited(ChatMediaError):
+    """Over a request limit, or locked out after failed authentications: try again in
+    `retry_after` seconds."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, retry_after: int, policy: str, state: str) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.policy = policy
+        self.state = state
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {
+            "Retry-After": str(self.retry_after),
+            "RateLimit-Policy": self.policy,
+            "RateLimit": self.state,
+        }
 
 
 class SourceError(ChatMediaError):

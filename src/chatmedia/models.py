@@ -79,6 +79,7 @@ class ApiKey:
     conversations: tuple[str, ...] | None
     expires_at: datetime | None
     last_used_at: datetime | None
+    rate_limit: str | None = None  # its own request rate ("50/s"), else the default
 
     def active(self, now: datetime) -> bool:
         """Neither revoked nor expired at `now`."""

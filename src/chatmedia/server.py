@@ -8,13 +8,15 @@ keeping it to the settings and granian saves each worker the CLI's and Alembic's
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from granian import Granian
 from granian.constants import Interfaces
 from granian.log import LogLevels
 
-from chatmedia.config import ConfigError, load_settings
+from chatmedia.config import ConfigError, Settings, load_settings
+from chatmedia.fairuse.counters import ENV_NAME, create_counters_file
 
 WORKER_KILL_TIMEOUT = 10  # seconds a worker gets to stop before it is killed
 
@@ -43,6 +45,15 @@ def main() -> None:
         f" (data in {settings.data_dir})",
         flush=True,
     )
+    # The rate-limit counters every worker shares (chatmedia.fairuse.counters).
+    os.environ[ENV_NAME] = counters = create_counters_file()
+    try:
+        _serve(settings)
+    finally:
+        os.unlink(counters)
+
+
+def _serve(settings: Settings) -> None:
     Granian(
         "chatmedia.http.app:create_app",
         factory=True,

@@ -12,6 +12,8 @@ from chatmedia.config import Settings
 from chatmedia.db import Database, DatabaseUnavailable
 from chatmedia.egress.fetcher import Fetcher, Resolver, system_resolver
 from chatmedia.egress.oauth import TokenCache
+from chatmedia.fairuse.counters import ENV_NAME, NodeCounters
+from chatmedia.fairuse.limiter import Limiter
 from chatmedia.storage import BlobStore, LocalPaths, Presigner, StoreUnavailable
 from chatmedia.storage.local import LocalBlobStore
 
@@ -31,6 +33,7 @@ class Services:
     tokens: TokenCache
     bus: EventBus
     links: Links
+    limiter: Limiter
     # Set when content requests are answered with a redirect to the store itself.
     presigner: Presigner | None = None
     # The store again when its blobs are files here, which the server can send itself.
@@ -55,6 +58,8 @@ def open_services(settings: Settings, resolver: Resolver = system_resolver) -> S
         tokens=TokenCache(fetcher),
         bus=EventBus(),
         links=Links(settings.url_ttl, settings.public_url, settings.url_signing_keys),
+        # The node's workers share their counters through the file the server names.
+        limiter=Limiter(settings.limit_settings, NodeCounters(os.environ.get(ENV_NAME))),
         presigner=redirect,
         local_paths=store if isinstance(store, LocalPaths) else None,
     )

@@ -273,3 +273,23 @@ def test_external_files_obey_the_type_policy(make_api: Callable[..., Api]) -> No
     body = {"url": "https://example.com/page.html", "contentType": "text/html", "size": 1}
     response = api.client.post("/v1/files/external", headers=api.auth, json=body)
     assert (response.status_code, code(response)) == (415, "unsupported_media_type")
+
+
+def test_imports_obey_the_tenants_quotas(
+    make_api: Callable[..., Api], source: SourceServer
+) -> None:
+    api = make_api(quota_bytes=str(len(PNG) - 1), **OPEN_TO_LOOPBACK)
+    body = {"sourceUrl": source.url("/file.png")}
+    response = api.client.post("/v1/files/import", headers=api.auth, json=body)
+    assert response.status_code == 403, response.text
+    assert code(response) == "quota_exceeded"
+    assert "maxBytes" in response.json()["error"]["message"]
+    usage = api.client.get("/v1/usage", headers=api.auth).json()
+    assert (usage["bytes"], usage["files"], usage["reserved"]) == (0, 0, {"bytes": 0, "files": 0})
+    engine = api.client.post(
+        "/file-engine/api/uploadFileFromUrl",
+        headers=api.auth,
+        json=body | {"conversationId": "c", "channel": "web"},
+    )
+    assert engine.status_code == 404  # the file-engine's convention
+    assert engine.json()["error"]["code"] == "quota_exceeded"

@@ -79,6 +79,8 @@ class Principal:
     # acts in another tenant than the default one (?tenant=).
     tenant_free: bool = False
     acting: bool = False
+    # The key's own request rate ("50/s"), when it has one (chatmedia.fairuse).
+    rate_limit: str | None = None
 
     def has(self, scope: Scope) -> bool:
         """True when the principal holds `scope` (admin holds every scope)."""

@@ -10,6 +10,8 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, context
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as postgresql_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, CursorResult, Dialect, ScalarResult, make_url
 from sqlalchemy.sql.base import Executable
 
@@ -86,6 +88,12 @@ _UNREACHABLE = (
 # and 57P (shutting down, starting up: "cannot connect now"), which asyncpg raises at
 # connect as a plain DBAPIError.
 _UNAVAILABLE_SQLSTATES = ("08", "57P")
+
+
+def insert_ignore(conn: Conn, table: sa.Table) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING, in the connection's dialect."""
+    dialect = postgresql_dialect if conn.dialect.name == "postgresql" else sqlite_dialect
+    return dialect.insert(table).on_conflict_do_nothing()
 
 
 @contextmanager

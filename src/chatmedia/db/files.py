@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from chatmedia.db.engine import Conn
+from chatmedia.db.engine import Conn, insert_ignore
 from chatmedia.db.pages import Conversations, newest_first
 from chatmedia.db.schema import blobs, files
 from chatmedia.models import FileRecord
@@ -23,7 +23,10 @@ _BY_ID = sa.select(files).where(
 )
 _ANY_BY_ID = sa.select(files).where(files.c.id == sa.bindparam("file_id"))
 _BY_STORED_NAME = sa.select(files).where(files.c.stored_name == sa.bindparam("stored_name"))
-_NAME_TAKEN = sa.select(files.c.seq).where(files.c.stored_name == sa.bindparam("stored_name"))
+_INSERT_NEW_NAME = {
+    name: dialect.insert(files).on_conflict_do_nothing(index_elements=[files.c.stored_name])
+    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
+}
 _LOCK_BLOB = (
     sa.select(blobs.c.sha256).where(blobs.c.sha256 == sa.bindparam("sha256")).with_for_update()
 )
@@ -68,11 +71,15 @@ class Files:
         rows, next_seq = await newest_first(self._conn, query, files.c.seq, limit, before_seq)
         return [_record(r) for r in rows], next_seq
 
-    async def insert(self, record: FileRecord) -> None:
-        """Add a file; its blob row must exist (see `lock_blob`)."""
+    async def insert(self, record: FileRecord) -> bool:
+        """Add a file; False, adding nothing, when a file of any tenant has its stored
+        name (concurrently too: PostgreSQL waits for the other transaction to end). Its
+        blob row must exist (see `lock_blob`). The caller counts it in its tenant's usage
+        (chatmedia.db.usage) as the transaction's last lock."""
         values = {name: getattr(record, name) for name in _RECORD_FIELDS}
         values["properties"] = dict(record.properties)
-        await self._conn.execute(files.insert(), values)
+        result = await self._conn.execute(_INSERT_NEW_NAME[self._conn.dialect.name], values)
+        return result.rowcount == 1
 
     async def next_link_generation(self, file_id: str) -> bool:
         """End every link of the file made so far; False when there is no such file."""
@@ -83,11 +90,13 @@ class Files:
         )
         return result.rowcount == 1
 
-    async def delete(self, file_id: str) -> None:
-        """Remove a file's row."""
-        await self._conn.execute(
+    async def delete(self, file_id: str) -> bool:
+        """Remove a file's row; False when it was gone already. The caller uncounts it from
+        its tenant's usage as the transaction's last lock."""
+        result = await self._conn.execute(
             files.delete().where(files.c.id == file_id, files.c.tenant == self._tenant)
         )
+        return result.rowcount == 1
 
     async def lock_blob(self, sha256: str, size: int, now: datetime) -> None:
         """Make sure the blob row exists and hold its lock until the transaction ends, so
@@ -136,11 +145,6 @@ async def link_generations(conn: Conn, file_ids: set[str]) -> dict[str, int]:
     return {row.id: row.link_generation for row in await conn.execute(query)}
 
 
-async def stored_name_taken(conn: Conn, stored_name: str) -> bool:
-    """True when a file of any tenant already has this stored name."""
-    return (await conn.execute(_NAME_TAKEN, {"stored_name": stored_name})).first() is not None
-
-
 async def expired_files(conn: Conn, created_before: datetime, limit: int) -> list[FileRecord]:
     """The oldest files of any tenant created before `created_before`."""
     query = (
@@ -150,12 +154,6 @@ async def expired_files(conn: Conn, created_before: datetime, limit: int) -> lis
         .limit(limit)
     )
     return [_record(r) for r in await conn.execute(query)]
-
-
-def insert_ignore(conn: Conn, table: sa.Table) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING, in the connection's dialect."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table).on_conflict_do_nothing()
 
 
 def _record(row: sa.Row[Any]) -> FileRecord:

@@ -26,6 +26,7 @@ _ACTIVE_BY_HASH = sa.select(
     api_keys.c.tenant,
     api_keys.c.conversations,
     api_keys.c.expires_at,
+    api_keys.c.rate_limit,
 ).where(api_keys.c.key_hash == sa.bindparam("key_hash"), api_keys.c.revoked_at.is_(None))
 
 
@@ -39,6 +40,7 @@ class ActiveKey:
     tenant: str | None
     conversations: tuple[str, ...] | None
     expires_at: datetime | None
+    rate_limit: str | None
 
 
 def hash_key(secret: str) -> str:
@@ -59,6 +61,7 @@ class Keys:
         tenant: str | None = None,
         conversations: Sequence[str] | None = None,
         expires_at: datetime | None = None,
+        rate_limit: str | None = None,
     ) -> tuple[ApiKey, str]:
         """A new key and its secret (which is not stored)."""
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -73,6 +76,7 @@ class Keys:
             conversations=None if conversations is None else tuple(conversations),
             expires_at=expires_at,
             last_used_at=None,
+            rate_limit=rate_limit,
         )
         await self._conn.execute(
             api_keys.insert().values(
@@ -85,6 +89,7 @@ class Keys:
                 tenant=key.tenant,
                 conversations=None if key.conversations is None else list(key.conversations),
                 expires_at=key.expires_at,
+                rate_limit=key.rate_limit,
             )
         )
         return key, secret
@@ -121,7 +126,13 @@ class Keys:
             return None
         conversations = None if row.conversations is None else tuple(row.conversations)
         return ActiveKey(
-            row.id, row.name, tuple(row.scopes), row.tenant, conversations, row.expires_at
+            row.id,
+            row.name,
+            tuple(row.scopes),
+            row.tenant,
+            conversations,
+            row.expires_at,
+            row.rate_limit,
         )
 
     async def mark_used(self, last_use: Mapping[str, datetime]) -> None:
@@ -147,4 +158,5 @@ def _key(row: sa.Row[Any]) -> ApiKey:
         conversations=None if row.conversations is None else tuple(row.conversations),
         expires_at=row.expires_at,
         last_used_at=row.last_used_at,
+        rate_limit=row.rate_limit,
     )

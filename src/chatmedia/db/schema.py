@@ -32,7 +32,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 
 # The migration (db/migrations/versions) that creates exactly these tables.
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 
 metadata = sa.MetaData(
     naming_convention={
@@ -98,6 +98,8 @@ api_keys = sa.Table(
     sa.Column("expires_at", UTCDateTime, nullable=True),
     # To the minute, written in batches: never a write per request.
     sa.Column("last_used_at", UTCDateTime, nullable=True),
+    # The key's own request rate ("50/s"; null: CHATMEDIA_RATE_LIMIT).
+    sa.Column("rate_limit", sa.String(32), nullable=True),
 )
 
 _SEQ = sa.BigInteger().with_variant(sa.Integer, "sqlite")
@@ -206,4 +208,43 @@ server_secrets = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+# A tenant's own quotas (chatmedia.fairuse.quotas): a row overrides the CHATMEDIA_QUOTA_*
+# defaults wholly; a null column is unlimited.
+tenant_quotas = sa.Table(
+    "tenant_quotas",
+    metadata,
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    sa.Column("max_bytes", sa.BigInteger, nullable=True),
+    sa.Column("max_files", sa.BigInteger, nullable=True),
+    sa.Column("max_daily_bytes", sa.BigInteger, nullable=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# What each tenant holds, kept in the transactions that add and remove its files; and what
+# its uploads under way have reserved. The row is the lock that makes quotas exact.
+tenant_usage = sa.Table(
+    "tenant_usage",
+    metadata,
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("files", sa.BigInteger, nullable=False),
+    # Bytes of the files added on `day` (days since 1970-01-01, UTC).
+    sa.Column("day", sa.Integer, nullable=False),
+    sa.Column("day_bytes", sa.BigInteger, nullable=False),
+    sa.Column("reserved_bytes", sa.BigInteger, nullable=False),
+    sa.Column("reserved_files", sa.BigInteger, nullable=False),
+)
+
+# One row per upload under way in a tenant with a quota; a crashed node's rows expire.
+quota_reservations = sa.Table(
+    "quota_reservations",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("files", sa.Integer, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Index(None, "expires_at"),
 )

@@ -7,8 +7,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
-from chatmedia.db.engine import Database
-from chatmedia.db.files import insert_ignore
+from chatmedia.db.engine import Database, insert_ignore
 from chatmedia.db.schema import server_secrets
 
 

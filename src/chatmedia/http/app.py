@@ -17,12 +17,21 @@ from chatmedia.config import Settings, load_settings
 from chatmedia.db.listen import listen_for_events
 from chatmedia.db.migrate import ensure_schema
 from chatmedia.db.secrets import server_secret
+from chatmedia.fairuse.quotas import release_lapsed
 from chatmedia.http.drain import DrainUnreadBody
 from chatmedia.http.idempotency import IdempotencyMiddleware, sweep_idempotency_keys
 from chatmedia.http.metrics import Metrics, MetricsMiddleware
 from chatmedia.http.openapi import install_openapi
 from chatmedia.http.responses import install_error_handlers
-from chatmedia.http.routes import compat, conversations, files, keys, system, webhooks
+from chatmedia.http.routes import (
+    compat,
+    conversations,
+    files,
+    keys,
+    system,
+    tenants,
+    webhooks,
+)
 from chatmedia.http.security import SecurityHeadersMiddleware
 from chatmedia.http.shortcut import DownloadShortcut
 from chatmedia.pipelines.events import prune_events
@@ -105,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(conversations.router)
     app.include_router(webhooks.router)
     app.include_router(keys.router)
+    app.include_router(tenants.router)
     app.include_router(compat.router)
     app.include_router(system.router)
     # Added first, so innermost: metrics count replays; routing stays inside it.
@@ -166,8 +176,10 @@ async def _sweep(services: Services) -> None:
     deleted = await sweep_expired(services)
     pruned = await prune_events(services)
     forgotten = await sweep_idempotency_keys(services.db, datetime.now(UTC))
-    if deleted or pruned or forgotten:
+    lapsed = await release_lapsed(services)
+    if deleted or pruned or forgotten or lapsed:
         log.info(
-            "housekeeping: deleted %d expired files, %d old events, %d idempotency keys",
-            deleted, pruned, forgotten,
+            "housekeeping: deleted %d expired files, %d old events, %d idempotency keys;"
+            " released %d lapsed quota reservations",
+            deleted, pruned, forgotten, lapsed,
         )  # fmt: skip

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 
 from chatmedia.access.principal import Principal, Scope, widget
-from chatmedia.errors import OriginNotAllowed
-from chatmedia.pipelines.keys import authenticate
+from chatmedia.errors import InvalidSignature, LinkExpired, OriginNotAllowed, Unauthorized
+from chatmedia.pipelines.keys import MISSING_KEY, authenticate
 from chatmedia.services import Services
 
 
@@ -31,14 +33,37 @@ bearer = HTTPBearer(
 TENANT_PARAMETER = "tenant"
 
 
+# What a credential that does not hold raises: each counts toward its address's lockout.
+CREDENTIAL_FAILURES = (Unauthorized, InvalidSignature, LinkExpired)
+
+
+@contextmanager
+def credential_check(services: Services, request: Request) -> Iterator[None]:
+    """Checking a credential (a key, a signed link, a stream token): a failure counts
+    against the client's address, and past the limit answers 429 instead."""
+    try:
+        yield
+    except CREDENTIAL_FAILURES:
+        services.limiter.failed(request.scope)
+        raise
+
+
 async def request_principal(request: Request) -> Principal:
-    """Who the request is: the principal of its API key; raises Unauthorized (401)."""
+    """Who the request is: the principal of its API key, counted against the key's rate;
+    raises Unauthorized (401) or RateLimited (429)."""
     checked: Principal | None = getattr(request.state, CHECKED_PRINCIPAL, None)
     if checked is not None:
         return checked
     services: Services = request.app.state.services
+    authorization = request.headers.get("authorization")
+    if authorization is None:
+        services.limiter.refuse_if_locked_out(request.scope)
+        raise Unauthorized(MISSING_KEY)
     tenant = request.query_params.get(TENANT_PARAMETER) if request.scope["query_string"] else None
-    return await authenticate(services, request.headers.get("authorization"), tenant)
+    with credential_check(services, request):
+        principal = await authenticate(services, authorization, tenant)
+    services.limiter.admit_key(request.scope, principal.key_id, principal.rate_limit)
+    return principal
 
 
 async def _authorize(
@@ -68,6 +93,7 @@ async def _widget_or_authorize(
         origin = request.headers.get("origin")
         if origin is not None and origin not in settings.cors_origins:
             raise OriginNotAllowed(f"uploads without a key are not taken from {origin}")
+        request.app.state.services.limiter.admit_anonymous(request.scope)
         return widget(settings.compat_upload_tenant)
     return await _authorize(request, required)
 

@@ -28,6 +28,13 @@ def read_form(request: Request) -> MultipartForm:
     return MultipartForm(request.headers.get("content-type"), request.stream())
 
 
+def declared_length(request: Request) -> int | None:
+    """The body's length as its Content-Length says (what an upload in it can at most
+    take), or None when not said."""
+    text = request.headers.get("content-length", "")
+    return int(text) if text.isdigit() else None
+
+
 def native_info(form: MultipartForm) -> UploadInfo:
     """`POST /v1/files`: optional `conversationId`, `name` (overrides the part's filename) and
     `properties` (a JSON object); other text parts are kept as properties by their names, and

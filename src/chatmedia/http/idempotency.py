@@ -38,11 +38,17 @@ from chatmedia.errors import (
     IdempotencyKeyInProgress,
     IdempotencyKeyReused,
     InvalidIdempotencyKey,
+    RateLimited,
 )
 from chatmedia.http.deps import CHECKED_PRINCIPAL, TENANT_PARAMETER
 from chatmedia.http.multipart import MAX_FIELD_BYTES, MAX_FIELDS
 from chatmedia.http.request_hash import RequestHasher, header_values, valid_key
-from chatmedia.http.responses import CLIENT_CLOSED_REQUEST, error_response, unavailable
+from chatmedia.http.responses import (
+    CLIENT_CLOSED_REQUEST,
+    error_response,
+    render_error,
+    unavailable,
+)
 from chatmedia.pipelines.keys import authenticate
 from chatmedia.services import BACKEND_OUTAGES, Services
 
@@ -120,7 +126,13 @@ class IdempotencyMiddleware:
         except ChatMediaError:  # no valid key, or not for that tenant
             await self._call_app(scope, receive, send)
             return
-        # The routes need not look it up again.
+        # The routes need not look it up again, nor count it against the key's rate again.
+        try:
+            self.services.limiter.admit_key(scope, principal.key_id, principal.rate_limit)
+        except RateLimited as e:
+            self._label(scope)
+            await render_error(e, scope["path"])(scope, receive, send)
+            return
         scope.setdefault("state", {})[CHECKED_PRINCIPAL] = principal
         if len(keys) > 1 or not valid_key(keys[0]):
             message = "Idempotency-Key must be one value of 1 to 255 printable ASCII characters"

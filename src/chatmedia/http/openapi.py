@@ -24,6 +24,7 @@ from chatmedia.errors import (
     BadRequest,
     ChatMediaError,
     MissingScope,
+    RateLimited,
     TenantNotAllowed,
     Unauthorized,
 )
@@ -68,6 +69,15 @@ TENANT = {
     "required": False,
     "description": "An admin key without a tenant of its own acts in this tenant",
     "schema": {"type": "string", "pattern": TENANT_PATTERN},
+}
+FILE_ENGINE_PREFIX = "/file-engine/"
+_TEXT = {"schema": {"type": "string"}}
+# What a 429 says of the limit (chatmedia.fairuse.limiter); admitted answers carry the
+# last two as well.
+RATE_LIMIT_HEADERS = {
+    "Retry-After": {"description": "Seconds to wait", **_TEXT},
+    "RateLimit-Policy": {"description": 'The limit: "key";q=2000;w=2', **_TEXT},
+    "RateLimit": {"description": 'What is left of it: "key";r=0;t=1', **_TEXT},
 }
 # Routes that touch neither the database nor the store.
 _NO_BACKEND = frozenset({"/healthz", "/metrics"})
@@ -138,6 +148,10 @@ def _finish(document: dict[str, Any]) -> dict[str, Any]:
                 _add(responses, MissingScope)
             if keyed:
                 _add(responses, TenantNotAllowed)
+            if operation.get("security") or path.startswith(FILE_ENGINE_PREFIX):
+                file_engine = path.startswith(FILE_ENGINE_PREFIX)
+                _add(responses, RateLimited, "FileEngineError" if file_engine else "Error")
+                responses["429"]["headers"] = RATE_LIMIT_HEADERS
             # A route that answers its own way to server faults (the file-engine's 500) has
             # them documented already.
             if path not in _NO_BACKEND and "500" not in responses:
@@ -155,9 +169,9 @@ def _not_null(schema: dict[str, Any]) -> None:
             schema |= schema.pop("anyOf")[0]
 
 
-def _add(responses: dict[str, Any], error: type[ChatMediaError]) -> None:
+def _add(responses: dict[str, Any], error: type[ChatMediaError], shape: str = "Error") -> None:
     """Document `error` in a built document's `responses` beside what its status lists."""
-    error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/" + shape}}}
     _list_code(responses.setdefault(str(error.status), {"content": error_body}), error)
 
 

@@ -11,13 +11,15 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Match, Route
 
-from chatmedia.errors import BackendUnavailable, ChatMediaError
+from chatmedia.errors import BackendUnavailable, ChatMediaError, RateLimited
+from chatmedia.http.openapi import FILE_ENGINE_PREFIX
 from chatmedia.services import BACKEND_OUTAGES
 
 log = logging.getLogger("chatmedia")
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 CLIENT_CLOSED_REQUEST = 499
+TOO_MANY_REQUESTS = "Too many requests."
 
 
 def error_response(
@@ -28,17 +30,22 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def render_error(exc: Exception) -> JSONResponse:
-    """The answer to one of our errors, or to a backend outage (BACKEND_OUTAGES)."""
+def render_error(exc: Exception, path: str = "") -> JSONResponse:
+    """The answer to one of our errors, or to a backend outage (BACKEND_OUTAGES), to a
+    request for `path`."""
     if not isinstance(exc, ChatMediaError):
         exc = unavailable(exc)
     elif exc.status >= 500:
         log.error("%s: %s", exc.code, exc.message)
+    if isinstance(exc, RateLimited) and path.startswith(FILE_ENGINE_PREFIX):
+        # The file-engine's shape ({"message", "error"}), which holds the native one.
+        body = {"message": TOO_MANY_REQUESTS, "error": {"code": exc.code, "message": exc.message}}
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
     return error_response(exc.status, exc.code, exc.message, exc.headers)
 
 
-async def _our_error(_request: Request, exc: Exception) -> JSONResponse:
-    return render_error(exc)
+async def _our_error(request: Request, exc: Exception) -> JSONResponse:
+    return render_error(exc, request.scope["path"])
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

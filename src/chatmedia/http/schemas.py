@@ -22,6 +22,7 @@ from pydantic import (
 
 from chatmedia.access.links import MAX_TTL
 from chatmedia.access.principal import CONVERSATION_PATTERN, TENANT_PATTERN, Scope
+from chatmedia.db.usage import Limits
 from chatmedia.egress.credentials import (
     CREDENTIAL_PATTERN,
     HEADER_NAME_PATTERN,
@@ -35,6 +36,7 @@ from chatmedia.egress.credentials import (
 )
 from chatmedia.egress.urls import MAX_URL_LENGTH, URL_PATTERN
 from chatmedia.errors import BadRequest, InvalidProperties, InvalidSourceUrl
+from chatmedia.fairuse.rates import RATE_PATTERN, parse_rate
 from chatmedia.mediatypes import CONTENT_TYPE_PATTERN
 from chatmedia.pipelines.external import ExternalInfo
 from chatmedia.pipelines.fetch import ImportRequest
@@ -330,6 +332,12 @@ class KeyBody(_Body):
     expires_at: AwareDatetime | None = Field(
         None, alias="expiresAt", strict=False, description="A time to come, with its offset"
     )
+    rate_limit: Annotated[str, Field(pattern=RATE_PATTERN)] | None = Field(
+        None,
+        alias="rateLimit",
+        description="Its own request rate, N/s, N/min or N/h (a burst of 2N), at most the"
+        " creating key's; by default the creating key's own, else CHATMEDIA_RATE_LIMIT",
+    )
 
     def to_spec(self) -> KeySpec:
         """The key this body asks for."""
@@ -339,7 +347,21 @@ class KeyBody(_Body):
             tenant=self.tenant,
             conversations=None if self.conversations is None else tuple(self.conversations),
             expires_at=self.expires_at,
+            rate_limit=None if self.rate_limit is None else parse_rate(self.rate_limit),
         )
+
+
+class QuotaBody(_Body):
+    """`PUT /v1/tenants/{tenant}/quota`: each quota in bytes or files; null or absent is
+    unlimited."""
+
+    max_bytes: Size | None = Field(None, alias="maxBytes")
+    max_files: Size | None = Field(None, alias="maxFiles")
+    max_daily_bytes: Size | None = Field(None, alias="maxDailyBytes", description="Per day, UTC")
+
+    def to_limits(self) -> Limits:
+        """The quotas this body sets."""
+        return Limits(self.max_bytes, self.max_files, self.max_daily_bytes)
 
 
 class LinkBody(_Body):

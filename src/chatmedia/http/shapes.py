@@ -171,8 +171,40 @@ class Key(_Shape):
     created_at: str = Field(alias="createdAt")
     last_used_at: str | None = Field(alias="lastUsedAt", description="To the minute")
     revoked_at: str | None = Field(alias="revokedAt")
+    rate_limit: str | None = Field(alias="rateLimit", description="null: the default rate")
     key: str | None = Field(None, description="Only in the answer that created it")
 
 
 class KeyList(_Shape):
     items: list[Key]
+
+
+class Quota(_Shape):
+    """A tenant's quotas; null: unlimited."""
+
+    max_bytes: int | None = Field(alias="maxBytes")
+    max_files: int | None = Field(alias="maxFiles")
+    max_daily_bytes: int | None = Field(alias="maxDailyBytes", description="Per day, UTC")
+
+
+class Reserved(_Shape):
+    """What uploads under way hold of the quotas."""
+
+    bytes: int
+    files: int
+
+
+class TenantUsage(_Shape):
+    """What a tenant holds, and its quotas."""
+
+    tenant: str
+    bytes: int = Field(description="Stored: each file counts in full, even when deduplicated")
+    files: int
+    daily_bytes: int = Field(alias="dailyBytes", description="Added today (UTC)")
+    reserved: Reserved
+    quota: Quota
+    own_quota: bool = Field(alias="ownQuota", description="false: CHATMEDIA_QUOTA_* apply")
+
+
+class TenantList(_Shape):
+    items: list[TenantUsage]

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chatmedia.access.links import is_signed
 from chatmedia.errors import ChatMediaError
 from chatmedia.http.content import content_response
-from chatmedia.http.deps import request_principal
+from chatmedia.http.deps import credential_check, request_principal
 from chatmedia.http.responses import render_error
 from chatmedia.http.routes import compat, files
 from chatmedia.pipelines.files import linked_file
@@ -78,7 +78,7 @@ class DownloadShortcut:
         except _HANDLED as exc:
             if started:
                 raise
-            await render_error(exc)(scope, receive, send)
+            await render_error(exc, scope["path"])(scope, receive, send)
         return True
 
 
@@ -86,8 +86,9 @@ async def _native(request: Request, services: Services) -> Response:
     query = request.scope["query_string"]
     params = QueryParams(query) if query else None
     if params is not None and is_signed(params):  # a link: its signature stands for a key
-        grant = services.links.check(request.scope["path"], params)
-        record = await linked_file(services, grant, file_id=request.path_params["file_id"])
+        with credential_check(services, request):
+            grant = services.links.check(request.scope["path"], params)
+            record = await linked_file(services, grant, file_id=request.path_params["file_id"])
         attachment = grant.disposition == "attachment"
         return await content_response(request, record, services, attachment=attachment)
     principal = await request_principal(request)

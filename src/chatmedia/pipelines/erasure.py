@@ -20,7 +20,7 @@ from chatmedia.db.idempotency import IdempotencyKeys
 from chatmedia.db.messages import Messages
 from chatmedia.db.pages import Conversations
 from chatmedia.errors import NotFound
-from chatmedia.pipelines.files import drop_file
+from chatmedia.pipelines.files import drop_files
 from chatmedia.pipelines.keys import audit_line
 from chatmedia.services import Services
 
@@ -83,8 +83,7 @@ async def _erase_files(services: Services, tenant: str, conversation_id: str) ->
     async with services.db.write() as conn:
         repository = Files(conn, tenant)
         batch, _ = await repository.page(Conversations(only=conversation_id), BATCH, None)
-        for record in batch:
-            await drop_file(conn, services, record)
+        await drop_files(conn, services, batch)
         names = [r.id for r in batch] + [r.stored_name for r in batch]
         await IdempotencyKeys(conn).forget_resources(names)
     return len(batch)

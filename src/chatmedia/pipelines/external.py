@@ -10,13 +10,14 @@ from typing import Any
 
 from chatmedia.access.principal import Principal
 from chatmedia.db.engine import Conn
-from chatmedia.db.files import Files
+from chatmedia.db.usage import Usage
 from chatmedia.egress.urls import parse_source_url
 from chatmedia.errors import BadRequest, UnsupportedMediaType
+from chatmedia.fairuse.quotas import admit_reference
 from chatmedia.mediatypes import declared_type
 from chatmedia.models import FileRecord
 from chatmedia.naming import sanitize_name, stored_name
-from chatmedia.pipelines.upload import log_file_event, new_file_id, unique_stored_name
+from chatmedia.pipelines.upload import insert_file, log_file_event, new_file_id
 from chatmedia.services import Services
 from chatmedia.units import MAX_SIZE
 
@@ -61,14 +62,14 @@ async def add_external_file(
     if isinstance(info.size, bool) or not 0 <= info.size <= MAX_SIZE:
         raise BadRequest("size must be an integer from 0 to 2**63-1")
     name = sanitize_name(info.name or url.url.path.rsplit("/", 1)[-1])
-    # 2. Record it under a unique stored name and log its event.
-    files = Files(conn, tenant)
+    # 2. Record it under a unique stored name, within the tenant's quota of files, and log
+    #    its event.
     now = datetime.now(UTC)
     record = FileRecord(
         id=new_file_id(),
         type="EXTERNAL",
         name=name,
-        stored_name=await unique_stored_name(conn, stored_name(info.conversation_id, name)),
+        stored_name=stored_name(info.conversation_id, name),
         content_type=content_type,
         size=info.size,
         sha256=None,
@@ -78,6 +79,8 @@ async def add_external_file(
         tenant=tenant,
         url=str(url.url),
     )
-    await files.insert(record)
+    record = await insert_file(conn, record)
+    await admit_reference(conn, services, tenant)
+    await Usage(conn).count_file(record)
     await log_file_event(conn, services, "file.created", record, now)
     return record

@@ -67,7 +67,9 @@ async def import_file(
                     conversation_id=request.conversation_id,
                     properties=request.properties,
                 )
-                return await store_file(services, principal, response.body(), lambda: info)
+                return await store_file(
+                    services, principal, response.body(), lambda: info, response.content_length
+                )
     except TimeoutError:
         deadline = settings.import_deadline
         raise SourceTimeout(f"the import took longer than {deadline:g} seconds") from None

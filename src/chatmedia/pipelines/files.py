@@ -8,6 +8,7 @@ new upload of the same bytes is coming to use it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from chatmedia.access.links import Disposition, Grant
@@ -16,6 +17,7 @@ from chatmedia.cursors import decode_cursor, encode_cursor
 from chatmedia.db.engine import Conn
 from chatmedia.db.files import Files, expired_files, file_by_id, file_by_stored_name
 from chatmedia.db.pages import Conversations
+from chatmedia.db.usage import Usage
 from chatmedia.errors import BadRequest, FileNotFound, InvalidSignature
 from chatmedia.models import FileRecord, Page
 from chatmedia.pipelines.upload import log_file_event
@@ -126,19 +128,24 @@ async def delete_file(services: Services, principal: Principal, file_id: str) ->
 
 
 async def remove_file(conn: Conn, services: Services, record: FileRecord) -> None:
-    """In the caller's write transaction: remove a file (see `drop_file`) and log
+    """In the caller's write transaction: remove a file (see `drop_files`) and log
     `file.deleted`."""
-    await drop_file(conn, services, record)
+    await drop_files(conn, services, [record])
     await log_file_event(conn, services, "file.deleted", record, datetime.now(UTC))
 
 
-async def drop_file(conn: Conn, services: Services, record: FileRecord) -> None:
-    """In the caller's write transaction: remove a file's row and release its blob,
-    removing the bytes while holding the blob's lock when no other file uses them."""
-    files = Files(conn, record.tenant)
-    await files.delete(record.id)
-    if record.sha256 and await files.release_blob(record.sha256):
-        await services.store.delete(record.sha256)
+async def drop_files(conn: Conn, services: Services, records: Sequence[FileRecord]) -> None:
+    """In the caller's write transaction: remove the files' rows and release their blobs,
+    removing the bytes while holding a blob's lock when no other file uses them; then, as
+    the transaction's last lock, take them out of their tenants' usage."""
+    gone = []
+    for record in records:
+        files = Files(conn, record.tenant)
+        if await files.delete(record.id):
+            gone.append(record)
+        if record.sha256 and await files.release_blob(record.sha256):
+            await services.store.delete(record.sha256)
+    await Usage(conn).uncount_files(gone)
 
 
 async def sweep_expired(services: Services, now: datetime | None = None) -> int:

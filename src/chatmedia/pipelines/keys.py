@@ -27,10 +27,12 @@ from chatmedia.errors import (
     TenantNotAllowed,
     Unauthorized,
 )
+from chatmedia.fairuse.rates import Rate, parse_rate
 from chatmedia.models import ApiKey
 from chatmedia.services import Services
 
 FIRST_KEY_NAME = "default"
+MISSING_KEY = "send an API key as 'Authorization: Bearer <key>'"
 OPERATOR = "operator"  # who acts from the command line, in the audit log
 audit = logging.getLogger("chatmedia.audit")
 
@@ -44,6 +46,7 @@ class KeySpec:
     tenant: str | None = None
     conversations: tuple[str, ...] | None = None
     expires_at: datetime | None = None
+    rate_limit: Rate | None = None
 
 
 def audit_line(action: str, actor: str, **details: object) -> None:
@@ -59,14 +62,19 @@ async def create_key(
     the operator) can never give a key more than it has itself: a scope it lacks, another
     tenant, conversations outside its own, or a later expiry."""
     if creator is not None:
-        spec = _delegated(creator, spec)
+        spec = _delegated(creator, spec, services.settings.rate_limit)
     if spec.tenant is not None and not is_tenant(spec.tenant):
         raise BadRequest("tenant must be 1-64 letters, digits, '.', '_' or '-'")
     if spec.expires_at is not None and spec.expires_at <= datetime.now(UTC):
         raise BadRequest("expiresAt must be in the future")
     async with services.db.write() as conn:
         key, secret = await Keys(conn).create(
-            spec.name, spec.scopes, spec.tenant, spec.conversations, spec.expires_at
+            spec.name,
+            spec.scopes,
+            spec.tenant,
+            spec.conversations,
+            spec.expires_at,
+            None if spec.rate_limit is None else str(spec.rate_limit),
         )
     audit_line(
         "key.created",
@@ -76,11 +84,12 @@ async def create_key(
         tenant=key.tenant,
         conversations=key.conversations,
         expires_at=key.expires_at,
+        rate_limit=key.rate_limit,
     )
     return key, secret
 
 
-def _delegated(creator: Principal, spec: KeySpec) -> KeySpec:
+def _delegated(creator: Principal, spec: KeySpec, default_rate: Rate | None) -> KeySpec:
     """`spec` as `creator` may grant it, its tenant and expiry defaulting to the creator's."""
     lacking = [s for s in spec.scopes if not creator.has(s)]
     if lacking:
@@ -101,7 +110,26 @@ def _delegated(creator: Principal, spec: KeySpec) -> KeySpec:
     expires_at = spec.expires_at
     if creator.expires_at is not None:
         expires_at = min(expires_at or creator.expires_at, creator.expires_at)
-    return KeySpec(spec.name, spec.scopes, tenant, conversations, expires_at)
+    return KeySpec(
+        spec.name,
+        spec.scopes,
+        tenant,
+        conversations,
+        expires_at,
+        _rate_granted(creator, spec.rate_limit, default_rate),
+    )
+
+
+def _rate_granted(creator: Principal, wanted: Rate | None, default: Rate | None) -> Rate | None:
+    """The rate a key gives another: at most its own (its own rate, else the default), so
+    that no key lifts its tenant's limits; by default its own rate when it has one."""
+    own = parse_rate(creator.rate_limit) if creator.rate_limit else None
+    if wanted is None:
+        return own
+    ceiling = own or default
+    if ceiling is not None and wanted.per_second > ceiling.per_second:
+        raise BadRequest(f"a key cannot grant a rate above its own ({ceiling})")
+    return wanted
 
 
 async def create_first_key(services: Services) -> str | None:
@@ -162,6 +190,7 @@ def principal_for(key: ApiKey | ActiveKey, tenant: str | None = None) -> Princip
         expires_at=key.expires_at,
         tenant_free=key.tenant is None,
         acting=acting,
+        rate_limit=key.rate_limit,
     )
 
 
@@ -172,7 +201,7 @@ async def authenticate(
     given; raises Unauthorized for a missing, unknown, revoked or expired key."""
     scheme, _, secret = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
-        raise Unauthorized("send an API key as 'Authorization: Bearer <key>'")
+        raise Unauthorized(MISSING_KEY)
     async with services.db.read() as conn:
         key = await Keys(conn).authenticate(secret.strip())
     if key is None:

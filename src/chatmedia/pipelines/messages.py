@@ -86,13 +86,14 @@ async def post_upload_message(
     principal: Principal,
     chunks: AsyncIterable[bytes],
     describe: Callable[[], tuple[MessageDraft, UploadInfo]],
+    expected: int | None = None,
 ) -> Posted:
     """Upload a file and post the message that carries it, in one request and one
     transaction (files:write and messages:write). `describe` gives both once the body has
-    been read."""
+    been read; `expected` is about how many bytes the file has, when known."""
     principal.require("files:write")
-    # 1. Stream the file to staging, checking size and type as the bytes arrive.
-    async with staged_upload(services, chunks) as upload:
+    # 1. Stream the file to staging, checking size, type and quotas as the bytes arrive.
+    async with staged_upload(services, chunks, principal.tenant, expected) as upload:
         draft, info = describe()
         principal.check_create(draft.conversation_id)
         async with services.db.write() as conn:

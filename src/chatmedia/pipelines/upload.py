@@ -6,7 +6,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,8 +17,10 @@ from chatmedia import mediatypes
 from chatmedia.access.principal import Principal
 from chatmedia.db.engine import Conn
 from chatmedia.db.events import Events
-from chatmedia.db.files import Files, stored_name_taken
+from chatmedia.db.files import Files
+from chatmedia.db.usage import Usage
 from chatmedia.errors import FileTooLarge, UnsupportedMediaType
+from chatmedia.fairuse.quotas import Reservation, reserve
 from chatmedia.mediatypes import TypePolicy
 from chatmedia.models import FileRecord
 from chatmedia.naming import sanitize_name, stored_name, with_suffix
@@ -44,28 +46,37 @@ def new_file_id() -> str:
 
 @dataclass(frozen=True, slots=True)
 class StagedUpload:
-    """Bytes checked and staged, with the type decided from them."""
+    """Bytes checked and staged, with the type decided from them, and what the upload
+    holds of its tenant's quotas."""
 
     blob: StagedBlob
     content_type: str
+    reservation: Reservation
 
 
 @asynccontextmanager
 async def staged_upload(
-    services: Services, chunks: AsyncIterable[bytes]
+    services: Services, chunks: AsyncIterable[bytes], tenant: str, expected: int | None = None
 ) -> AsyncIterator[StagedUpload]:
-    """Stream `chunks` to staging, enforcing the size limit and the type policy as the bytes
-    arrive (FileTooLarge, UnsupportedMediaType). If the block raises, the staged bytes are
-    dropped; once `add_hosted_file` has made them visible, dropping is a no-op."""
+    """Stream `chunks` (about `expected` bytes, when known) to staging for `tenant`,
+    enforcing the size limit, the type policy and the tenant's quotas as the bytes arrive
+    (FileTooLarge, UnsupportedMediaType, QuotaExceeded). If the block raises, the staged
+    bytes are dropped and the quota released; once `add_hosted_file` has made them visible,
+    both are no-ops."""
     settings = services.settings
     sniffer = TypeSniffer(settings.type_policy)
-    blob = await services.store.put(sniffer.filter(limit_size(chunks, settings.max_upload_size)))
+    reservation = await reserve(services, tenant, expected)
     try:
-        yield StagedUpload(blob, sniffer.content_type)
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await services.store.discard(blob)
-        raise
+        checked = sniffer.filter(limit_size(chunks, settings.max_upload_size))
+        blob = await services.store.put(reservation.meter(checked))
+        try:
+            yield StagedUpload(blob, sniffer.content_type, reservation)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await services.store.discard(blob)
+            raise
+    finally:
+        await reservation.release()
 
 
 async def add_hosted_file(
@@ -83,7 +94,7 @@ async def add_hosted_file(
         id=new_file_id(),
         type="HOSTED",
         name=name,
-        stored_name=await unique_stored_name(conn, stored_name(info.conversation_id, name)),
+        stored_name=stored_name(info.conversation_id, name),
         content_type=upload.content_type,
         size=upload.blob.size,
         sha256=upload.blob.sha256,
@@ -92,7 +103,10 @@ async def add_hosted_file(
         created_at=now,
         tenant=tenant,
     )
-    await files.insert(record)
+    record = await insert_file(conn, record)
+    # The tenant's usage row is the last lock taken (see chatmedia.db.usage).
+    await upload.reservation.settle(conn, record.size)
+    await Usage(conn).count_file(record)
     await services.store.promote(upload.blob)
     await log_file_event(conn, services, "file.created", record, now)
     return record
@@ -103,16 +117,18 @@ async def store_file(
     principal: Principal,
     chunks: AsyncIterable[bytes],
     describe: Callable[[], UploadInfo],
+    expected: int | None = None,
 ) -> FileRecord:
-    """Store the bytes of `chunks` as a new HOSTED file of the principal's tenant.
-    `describe` gives the file's name and conversation once the bytes are in (in a multipart
-    body they may come after the file).
+    """Store the bytes of `chunks` (about `expected` bytes, when known) as a new HOSTED
+    file of the principal's tenant. `describe` gives the file's name and conversation once
+    the bytes are in (in a multipart body they may come after the file).
 
-    Raises FileTooLarge or UnsupportedMediaType while the bytes flow, whatever `describe`
-    raises, and ConversationNotAllowed; in every case nothing of the upload is left behind.
+    Raises QuotaExceeded before or while the bytes flow, FileTooLarge or
+    UnsupportedMediaType while they flow, whatever `describe` raises, and
+    ConversationNotAllowed; in every case nothing of the upload is left behind.
     """
-    # 1. Stream to staging, checking size and type as the bytes arrive.
-    async with staged_upload(services, chunks) as upload:
+    # 1. Stream to staging, checking size, type and quotas as the bytes arrive.
+    async with staged_upload(services, chunks, principal.tenant, expected) as upload:
         # 2. Read the metadata, complete now that the body is, and check where it goes.
         info = describe()
         principal.check_create(info.conversation_id)
@@ -131,14 +147,16 @@ async def log_file_event(
     await Events(conn, record.tenant).append(kind, record.conversation_id, data, now)
 
 
-async def unique_stored_name(conn: Conn, wanted: str) -> str:
-    """`wanted`, or `wanted` with a short random suffix before its extension when taken
-    (in any tenant: the file-engine knows files by name alone): an earlier file is never
-    overwritten."""
-    candidate = wanted
-    while await stored_name_taken(conn, candidate):
-        candidate = with_suffix(wanted, secrets.token_hex(4))
-    return candidate
+async def insert_file(conn: Conn, record: FileRecord) -> FileRecord:
+    """Add the file's row under its stored name or, when an earlier or a concurrent file of
+    any tenant has it (the file-engine knows files by name alone), under that name with a
+    short random suffix before its extension: a file is never overwritten, and concurrent
+    uploads of one name never fail for it. Returns the record as added."""
+    files = Files(conn, record.tenant)
+    wanted = record.stored_name
+    while not await files.insert(record):
+        record = replace(record, stored_name=with_suffix(wanted, secrets.token_hex(4)))
+    return record
 
 
 async def limit_size(chunks: AsyncIterable[bytes], max_size: int) -> AsyncIterator[bytes]:

@@ -24,11 +24,12 @@ from chatmedia.errors import ChatMediaError, FileNotFound
 from chatmedia.http.content import content_response
 from chatmedia.http.deps import (
     authorized,
+    credential_check,
     get_services,
     request_principal,
     widget_or_authorized,
 )
-from chatmedia.http.forms import NOT_BLANK, compat_info, read_form
+from chatmedia.http.forms import NOT_BLANK, compat_info, declared_length, read_form
 from chatmedia.http.jsonbody import json_body_doc, read_body, validate
 from chatmedia.http.openapi import answers
 from chatmedia.http.routes.files import (
@@ -99,7 +100,9 @@ async def upload_file_stream(
 
 async def _upload(request: Request, services: Services, principal: Principal) -> FileRecord:
     form = read_form(request)
-    return await store_file(services, principal, form.file_chunks(), lambda: compat_info(form))
+    return await store_file(
+        services, principal, form.file_chunks(), lambda: compat_info(form), declared_length(request)
+    )
 
 
 async def upload_answer(upload: Awaitable[FileRecord], services: Services) -> JSONResponse:
@@ -184,14 +187,17 @@ async def download_file_stream(
     mode = services.settings.compat_download
     if mode == "signed":
         params = QueryParams(request.scope["query_string"])
-        grant = services.links.check(file_engine_resource(filename), params)
-        record = await linked_file(services, grant, stored_name=filename)
+        with credential_check(services, request):
+            grant = services.links.check(file_engine_resource(filename), params)
+            record = await linked_file(services, grant, stored_name=filename)
         attachment = grant.disposition == "attachment"
         return await content_response(request, record, services, attachment=attachment)
     principal = None
     if mode == "key":
         principal = await request_principal(request)
         principal.require("files:read")
+    else:  # open: anyone who knows the name, within the limit of their address
+        services.limiter.admit_anonymous(request.scope)
     record = await get_file_by_stored_name(services, principal, filename)
     return await content_response(request, record, services)
 

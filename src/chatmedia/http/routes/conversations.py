@@ -20,8 +20,14 @@ from chatmedia.errors import (
     NotFound,
     RequestTooLarge,
 )
-from chatmedia.http.deps import authorized, bearer, get_services, request_principal
-from chatmedia.http.forms import message_info, read_form
+from chatmedia.http.deps import (
+    authorized,
+    bearer,
+    credential_check,
+    get_services,
+    request_principal,
+)
+from chatmedia.http.forms import declared_length, message_info, read_form
 from chatmedia.http.jsonbody import json_body_doc, read_body, validate
 from chatmedia.http.openapi import EVENT_STREAM, LOCATION, answers
 from chatmedia.http.routes.files import (
@@ -103,6 +109,7 @@ async def post_message(
             principal,
             form.file_chunks(),
             lambda: message_info(form, conversation_id, sender),
+            declared_length(request),
         )
     else:
         body = validate(MessageBody, await read_body(request))
@@ -223,7 +230,9 @@ async def conversation_events(
     """Server-Sent Events of the conversation: message.created, message.deleted,
     file.created, file.deleted. Resume with `Last-Event-ID` (or `?lastEventId=`)."""
     if token is not None:
-        principal = await events.check_stream_token(services, token, conversation_id)
+        with credential_check(services, request):
+            principal = await events.check_stream_token(services, token, conversation_id)
+        services.limiter.admit_key(request.scope, principal.key_id, principal.rate_limit)
     else:
         principal = await request_principal(request)
     principal.require("events:read")

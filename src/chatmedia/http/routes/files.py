@@ -33,7 +33,7 @@ from chatmedia.errors import (
 )
 from chatmedia.http.content import content_response
 from chatmedia.http.deps import authorized, get_services
-from chatmedia.http.forms import native_info, read_form
+from chatmedia.http.forms import declared_length, native_info, read_form
 from chatmedia.http.jsonbody import json_body_doc, read_body, validate
 from chatmedia.http.multipart import MAX_FIELD_LENGTH, MAX_PARTS, PART_NAME_PATTERN
 from chatmedia.http.openapi import BINARY, LOCATION, answers
@@ -132,7 +132,9 @@ UPLOAD_FORM = form_doc(
 async def upload_file(request: Request, services: ServicesDep, principal: Writer) -> JSONResponse:
     """Upload one file as multipart/form-data; other text parts become properties."""
     form = read_form(request)
-    record = await store_file(services, principal, form.file_chunks(), lambda: native_info(form))
+    record = await store_file(
+        services, principal, form.file_chunks(), lambda: native_info(form), declared_length(request)
+    )
     return _created(record, services)
 
 

@@ -42,6 +42,7 @@ def key_view(key: ApiKey, secret: str | None = None) -> dict[str, Any]:
         "createdAt": timestamp(key.created_at),
         "lastUsedAt": timestamp(key.last_used_at) if key.last_used_at else None,
         "revokedAt": timestamp(key.revoked_at) if key.revoked_at else None,
+        "rateLimit": key.rate_limit,
     }
     if secret is not None:
         view["key"] = secret
@@ -66,7 +67,8 @@ def key_view(key: ApiKey, secret: str | None = None) -> dict[str, Any]:
 )
 async def create_key(request: Request, services: ServicesDep, principal: Admin) -> JSONResponse:
     """A new key, shown in this answer only. It can never have more than the key that
-    creates it: no scope, tenant or conversation it lacks, no later expiry."""
+    creates it: no scope, tenant or conversation it lacks, no later expiry, no higher
+    rate."""
     body = validate(KeyBody, await read_body(request))
     key, secret = await keys.create_key(services, body.to_spec(), principal)
     location = f"{services.settings.public_url}/v1/keys/{key.id}"

@@ -1,0 +1,204 @@
+"""Rate-limit counters that every worker process of a node shares: a storage of the
+`limits` package kept in a shared memory map.
+
+The `limits` package keeps its in-memory counters in one process; granian runs several, so
+a limit counted in each would let a client through once per worker. Here the counters are
+slots of a file mapped by every worker (the server's main process creates it and names it
+in CHATMEDIA_NODE_COUNTERS; a process started without it keeps counters of its own), and an
+exclusive lock on that file (flock, which queues waiters in the kernel) makes each update
+atomic across processes; a thread lock does the same within one.
+
+A slot holds one key's counts: its hash, when the slot may be reused, and a sliding
+window's index, current and previous counts (or a plain counter's value). The table is
+open-addressed with a bounded probe; when every probed slot is live, the one that lapses
+soonest is taken over, so the table can be full without failing a request (that key's count
+starts over: never a refusal of someone else).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import mmap
+import os
+import struct
+import tempfile
+import threading
+import time
+from math import floor
+
+from limits.storage import SlidingWindowCounterSupport, Storage
+
+ENV_NAME = "CHATMEDIA_NODE_COUNTERS"
+# hash, reusable after (ms), window index, current count, previous count.
+_SLOT = struct.Struct("<QqqII")
+SLOTS = 1 << 15  # 32,768 keys live at once: 1 MiB
+_PROBES = 16
+SIZE = _SLOT.size * SLOTS
+
+
+def create_counters_file(directory: str | None = None) -> str:
+    """A new zeroed counters file for a node's workers to share; the caller removes it."""
+    shm = "/dev/shm"  # noqa: S108 (memory, not disk; mkstemp makes the name unguessable)
+    where = directory or (shm if os.access(shm, os.W_OK) else None)
+    fd, path = tempfile.mkstemp(prefix="chatmedia-counters-", dir=where)
+    try:
+        os.ftruncate(fd, SIZE)
+    finally:
+        os.close(fd)
+    return path
+
+
+def _hash(key: str) -> int:
+    # Never 0, which marks an empty slot.
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") or 1
+
+
+class NodeCounters(Storage, SlidingWindowCounterSupport):
+    """The counters in the file at `path` (None: in memory of this process alone)."""
+
+    STORAGE_SCHEME = ["chatmedia-node"]
+
+    def __init__(self, path: str | None = None) -> None:
+        super().__init__()
+        # Without a file the counters are this process's alone: the thread lock suffices.
+        self._fd = None if path is None else os.open(path, os.O_RDWR)
+        self._map = mmap.mmap(-1 if self._fd is None else self._fd, SIZE)
+        self._thread_lock = threading.Lock()
+        self._last = threading.local()
+
+    @property
+    def base_exceptions(self) -> type[Exception]:
+        return OSError
+
+    def _lock(self) -> None:
+        self._thread_lock.acquire()
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def _unlock(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._thread_lock.release()
+
+    def _find(self, key_hash: int, now_ms: int) -> tuple[int, tuple[int, int, int, int, int]]:
+        """The slot of `key_hash`: its offset and fields (a lapsed or empty slot's fields
+        are zeros but for the hash)."""
+        start = key_hash % SLOTS
+        spare = -1
+        spare_until = 0
+        for probe in range(_PROBES):
+            offset = ((start + probe) % SLOTS) * _SLOT.size
+            fields = _SLOT.unpack_from(self._map, offset)
+            if fields[0] == key_hash and fields[1] > now_ms:
+                return offset, fields
+            if spare < 0 or fields[1] < spare_until:
+                spare, spare_until = offset, fields[1]
+        return spare, (key_hash, 0, 0, 0, 0)
+
+    # The sliding window counter (what the rate limits use).
+
+    def _window(self, key_hash: int, expiry: int, now: float) -> tuple[int, int, int, int, float]:
+        """The slot's offset, window index, previous and current counts, and how far into
+        the window `now` is (0-1)."""
+        offset, (_, _, index, current, previous) = self._find(key_hash, int(now * 1000))
+        window = int(now // expiry)
+        if index == window - 1:
+            previous, current = current, 0
+        elif index != window:
+            previous, current = 0, 0
+        return offset, window, previous, current, (now / expiry) % 1
+
+    def acquire_sliding_window_entry(
+        self, key: str, limit: int, expiry: int, amount: int = 1
+    ) -> bool:
+        if amount > limit:
+            return False
+        now = time.time()
+        key_hash = _hash(key)
+        self._lock()
+        try:
+            offset, window, previous, current, elapsed = self._window(key_hash, expiry, now)
+            if floor(previous * (1 - elapsed) + current) + amount > limit:
+                return False
+            reusable_after = (window + 2) * expiry * 1000
+            fields = (key_hash, reusable_after, window, current + amount, previous)
+            _SLOT.pack_into(self._map, offset, *fields)
+            self._last.window = (
+                previous * (1 - elapsed) + current + amount,
+                (1 - elapsed) * expiry,
+            )
+            return True
+        finally:
+            self._unlock()
+
+    def last_acquired(self) -> tuple[float, float]:
+        """After an entry was acquired, in the same thread: the window's weighted count
+        then, and the seconds until the window moves on (saving a second look to tell a
+        client how many requests it has left)."""
+        window: tuple[float, float] = self._last.window
+        return window
+
+    def get_sliding_window(self, key: str, expiry: int) -> tuple[int, float, int, float]:
+        now = time.time()
+        self._lock()
+        try:
+            _, _, previous, current, elapsed = self._window(_hash(key), expiry, now)
+        finally:
+            self._unlock()
+        previous_ttl = (1 - elapsed) * expiry if previous else 0.0
+        return previous, previous_ttl, current, (1 - elapsed) * expiry + expiry
+
+    def clear_sliding_window(self, key: str, expiry: int) -> None:
+        self.clear(key)
+
+    # A plain counter that lapses (what the lockout uses).
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        now_ms = int(time.time() * 1000)
+        key_hash = _hash(key)
+        self._lock()
+        try:
+            offset, (_, until, _, count, _) = self._find(key_hash, now_ms)
+            if until <= now_ms:
+                until, count = now_ms + expiry * 1000, 0
+            _SLOT.pack_into(self._map, offset, key_hash, until, 0, count + amount, 0)
+            return count + amount
+        finally:
+            self._unlock()
+
+    def get(self, key: str) -> int:
+        return self._plain(key)[1]
+
+    def get_expiry(self, key: str) -> float:
+        until = self._plain(key)[0]
+        return until / 1000 if until else time.time()
+
+    def _plain(self, key: str) -> tuple[int, int]:
+        now_ms = int(time.time() * 1000)
+        self._lock()
+        try:
+            _, (_, until, _, count, _) = self._find(_hash(key), now_ms)
+        finally:
+            self._unlock()
+        return (until, count) if until > now_ms else (0, 0)
+
+    def clear(self, key: str) -> None:
+        self._lock()
+        try:
+            offset, fields = self._find(_hash(key), int(time.time() * 1000))
+            if fields[1]:
+                _SLOT.pack_into(self._map, offset, 0, 0, 0, 0, 0)
+        finally:
+            self._unlock()
+
+    def check(self) -> bool:
+        return True
+
+    def reset(self) -> int | None:
+        self._lock()
+        try:
+            self._map[:] = bytes(SIZE)
+        finally:
+            self._unlock()
+        return None

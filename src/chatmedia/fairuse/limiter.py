@@ -1,0 +1,132 @@
+"""The request limits: per key, per client address on the routes open without a key, and
+the lockout of an address after failed authentications; and the headers that tell a
+client where it stands (draft-ietf-httpapi-ratelimit-headers):
+
+    RateLimit-Policy: "key";q=2000;w=2     the policy: 2000 requests in 2 seconds
+    RateLimit: "key";r=1999;t=1            what is left of it, and when the window moves
+
+A request is admitted by exactly one policy: "key" (its key's own rate, else
+CHATMEDIA_RATE_LIMIT), "address" (no key, on an open route: CHATMEDIA_ANON_RATE_LIMIT)
+or none (a valid signed link: never limited by address). Refused, it gets 429
+`rate_limited` with those headers and `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from math import ceil
+
+from limits import RateLimitItemPerMinute
+from limits.strategies import SlidingWindowCounterRateLimiter
+from starlette.types import Scope
+
+from chatmedia.egress.policy import IPNetwork
+from chatmedia.errors import RateLimited
+from chatmedia.fairuse.clients import client_address
+from chatmedia.fairuse.counters import NodeCounters
+from chatmedia.fairuse.rates import Rate, parse_rate
+
+# Where an admitted request's headers wait for its answer (chatmedia.http.security).
+SCOPE_KEY = "chatmedia.ratelimit"
+# How long an address that failed too often is refused.
+LOCKOUT_SECONDS = 60
+KEY_POLICY, ADDRESS_POLICY, FAILURE_POLICY = "key", "address", "auth-failures"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """The limits of a node (None: off)."""
+
+    key_rate: Rate | None = None
+    anonymous_rate: Rate | None = None
+    auth_failures: int | None = None
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+
+
+class Limiter:
+    """Counts requests in `counters` (shared by the node's workers) and refuses those over
+    a limit with RateLimited."""
+
+    def __init__(self, settings: LimitSettings, counters: NodeCounters) -> None:
+        self.settings = settings
+        self._counters = counters
+        self._windows = SlidingWindowCounterRateLimiter(counters)
+        self._failures = (
+            RateLimitItemPerMinute(settings.auth_failures) if settings.auth_failures else None
+        )
+        self._own_rates: dict[str, Rate] = {}
+
+    def admit_key(self, scope: Scope, key_id: str, own_rate: str | None) -> None:
+        """Count a request made with a valid key, against its own rate or the default."""
+        rate = self._own_rate(own_rate) if own_rate else self.settings.key_rate
+        if rate is not None:
+            self._admit(scope, rate, KEY_POLICY, key_id)
+
+    def admit_anonymous(self, scope: Scope) -> None:
+        """Count a request without any credential on a route open to such requests,
+        against its client address (refused outright while the address is locked out)."""
+        self.refuse_if_locked_out(scope)
+        rate = self.settings.anonymous_rate
+        if rate is not None:
+            self._admit(scope, rate, ADDRESS_POLICY, self._address(scope))
+
+    def refuse_if_locked_out(self, scope: Scope) -> None:
+        """Raise RateLimited while the request's address is locked out (for a request that
+        carries no valid credential)."""
+        if self._failures is None:
+            return
+        lock = _lock_name(self._address(scope))
+        if self._counters.get(lock):
+            wait = max(1, ceil(self._counters.get_expiry(lock) - time.time()))
+            policy = f'"{FAILURE_POLICY}";q={self._failures.amount};w={LOCKOUT_SECONDS}'
+            raise RateLimited(
+                "too many failed authentications from this address; try again later",
+                wait,
+                policy,
+                f'"{FAILURE_POLICY}";r=0;t={wait}',
+            )
+
+    def failed(self, scope: Scope) -> None:
+        """Count a failed authentication against the request's address; past the limit,
+        lock the address out and raise RateLimited."""
+        if self._failures is None:
+            return
+        address = self._address(scope)
+        if not self._windows.hit(self._failures, FAILURE_POLICY, address):
+            lock = _lock_name(address)
+            if not self._counters.get(lock):
+                self._counters.incr(lock, LOCKOUT_SECONDS)
+        self.refuse_if_locked_out(scope)
+
+    def _address(self, scope: Scope) -> str:
+        return client_address(scope, self.settings.trusted_proxies)
+
+    def _own_rate(self, text: str) -> Rate:
+        rate = self._own_rates.get(text)
+        if rate is None:
+            rate = self._own_rates[text] = parse_rate(text)
+        return rate
+
+    def _admit(self, scope: Scope, rate: Rate, policy: str, who: str) -> None:
+        item = rate.item
+        policy_header = f'"{policy}";q={rate.burst};w={rate.window}'
+        if not self._windows.hit(item, policy, who):
+            stats = self._windows.get_window_stats(item, policy, who)
+            wait = max(1, ceil(stats.reset_time - time.time()))
+            raise RateLimited(
+                f"more than {rate} requests ({policy} limit); slow down",
+                wait,
+                policy_header,
+                f'"{policy}";r=0;t={wait}',
+            )
+        count, moves_in = self._counters.last_acquired()
+        left = max(0, rate.burst - int(count))
+        scope[SCOPE_KEY] = (
+            (b"ratelimit-policy", policy_header.encode()),
+            (b"ratelimit", f'"{policy}";r={left};t={ceil(moves_in)}'.encode()),
+        )
+
+
+def _lock_name(address: str) -> str:
+    return f"lockout/{address}"
