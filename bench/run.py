@@ -309,6 +309,7 @@ def main() -> None:
                 "runs": args.runs,
                 "chatmedia_workers": args.chatmedia_workers,
                 "chatmedia_backend": args.backend,
+                "chatmedia_settings": chatmedia_settings(args),
                 "synapse_info_logs": args.synapse_info_logs,
             },
             "units": {"throughput": "MB/s, 1 MB = 10^6 bytes", "memory": "MiB", "latency": "ms"},
@@ -325,6 +326,12 @@ def main() -> None:
     console.print(f"raw results: {saved}")
 
 
+def chatmedia_settings(args: argparse.Namespace) -> dict[str, str]:
+    """The CHATMEDIA_* settings the benchmark gives the server (besides the backend's)."""
+    chosen = LIMITS_NEVER_REACHED | dict(s.split("=", 1) for s in args.chatmedia_setting)
+    return {"CHATMEDIA_" + name.upper(): value for name, value in chosen.items()}
+
+
 def start_peers(
     stack: ExitStack,
     args: argparse.Namespace,
@@ -337,8 +344,7 @@ def start_peers(
     Synapse; each is stopped when `stack` closes. chatmedia comes first in the list, then
     the same server seen through its key-less file-engine URL."""
     backend = stack.enter_context(backend_settings(args.backend, workdir))
-    chosen = LIMITS_NEVER_REACHED | dict(s.split("=", 1) for s in args.chatmedia_setting)
-    settings = {**backend, **{"CHATMEDIA_" + k.upper(): v for k, v in chosen.items()}}
+    settings = {**backend, **chatmedia_settings(args)}
     cm = stack.enter_context(peers.chatmedia(workdir, args.chatmedia_workers, source, settings))
     time.sleep(0.5)  # start-up allocations settle before the worker counts as idle
     memory["chatmedia"] = {

@@ -10,6 +10,7 @@ are counted by their /64 network, which one subscriber usually holds whole.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address, IPv6Network, ip_address
 
 from starlette.types import Scope
@@ -26,9 +27,18 @@ def client_address(scope: Scope, trusted: tuple[IPNetwork, ...]) -> str:
     known: str | None = scope.get(SCOPE_KEY)
     if known is None:
         peer = scope.get("client")
-        forwarded = _forwarded_for(scope["headers"]) if trusted else ()
-        known = scope[SCOPE_KEY] = nearest_untrusted(peer[0] if peer else None, forwarded, trusted)
+        host = peer[0] if peer else None
+        if trusted:
+            known = nearest_untrusted(host, _forwarded_for(scope["headers"]), trusted)
+        else:  # the peer alone: worked out once per address
+            known = _peer_partition(host)
+        scope[SCOPE_KEY] = known
     return known
+
+
+@lru_cache(maxsize=4096)
+def _peer_partition(host: str | None) -> str:
+    return nearest_untrusted(host, (), ())
 
 
 def nearest_untrusted(

@@ -17,6 +17,8 @@ starts over: never a refusal of someone else).
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import fcntl
 import hashlib
 import mmap
@@ -25,6 +27,7 @@ import struct
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from math import floor
 
 from limits.storage import SlidingWindowCounterSupport, Storage
@@ -34,7 +37,10 @@ ENV_NAME = "CHATMEDIA_NODE_COUNTERS"
 _SLOT = struct.Struct("<QqqII")
 SLOTS = 1 << 15  # 32,768 keys live at once: 1 MiB
 _PROBES = 16
-SIZE = _SLOT.size * SLOTS
+# Before the slots: when a plain counter was last started (ms), read without the lock.
+_HEADER = struct.Struct("<q")
+_FIRST_SLOT = 64
+SIZE = _FIRST_SLOT + _SLOT.size * SLOTS
 
 
 def create_counters_file(directory: str | None = None) -> str:
@@ -47,6 +53,32 @@ def create_counters_file(directory: str | None = None) -> str:
     finally:
         os.close(fd)
     return path
+
+
+def _flock_holding_the_gil() -> Callable[[int, int], object]:
+    """flock(2), called without letting go of the GIL. Python's fcntl.flock releases it
+    around the call, and every release invites granian's threads to take it: measured, two
+    locked updates per request cost a keyed download about 10 % through those handovers
+    (docs/benchmarks.md). Held, the lock is a plain system call of well under a
+    microsecond; the other holder of the file lock keeps it for a few microseconds."""
+    try:
+        flock = ctypes.PyDLL(None, use_errno=True).flock
+    except (AttributeError, OSError):  # not glibc: the handovers are the price
+        return fcntl.flock
+    flock.argtypes = (ctypes.c_int, ctypes.c_int)
+    flock.restype = ctypes.c_int
+
+    def locked(fd: int, operation: int) -> object:
+        while flock(fd, operation) != 0:
+            error = ctypes.get_errno()
+            if error != errno.EINTR:
+                raise OSError(error, os.strerror(error))
+        return None
+
+    return locked
+
+
+_flock = _flock_holding_the_gil()
 
 
 def _hash(key: str) -> int:
@@ -74,27 +106,35 @@ class NodeCounters(Storage, SlidingWindowCounterSupport):
     def _lock(self) -> None:
         self._thread_lock.acquire()
         if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            _flock(self._fd, fcntl.LOCK_EX)
 
     def _unlock(self) -> None:
         if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            _flock(self._fd, fcntl.LOCK_UN)
         self._thread_lock.release()
 
     def _find(self, key_hash: int, now_ms: int) -> tuple[int, tuple[int, int, int, int, int]]:
-        """The slot of `key_hash`: its offset and fields (a lapsed or empty slot's fields
-        are zeros but for the hash)."""
+        """The slot of `key_hash`: its offset and fields; for a key without a live slot,
+        the slot to give it (the first lapsed one, else the one that lapses soonest) with
+        fields of zeros. A key always lives before the first slot never used (a slot is
+        never emptied again, only left to lapse), so a lookup stops there."""
         start = key_hash % SLOTS
-        spare = -1
-        spare_until = 0
+        free = oldest = -1
+        oldest_until = 0
         for probe in range(_PROBES):
-            offset = ((start + probe) % SLOTS) * _SLOT.size
+            offset = _FIRST_SLOT + ((start + probe) % SLOTS) * _SLOT.size
             fields = _SLOT.unpack_from(self._map, offset)
-            if fields[0] == key_hash and fields[1] > now_ms:
-                return offset, fields
-            if spare < 0 or fields[1] < spare_until:
-                spare, spare_until = offset, fields[1]
-        return spare, (key_hash, 0, 0, 0, 0)
+            if fields[1] > now_ms:  # live
+                if fields[0] == key_hash:
+                    return offset, fields
+                if oldest < 0 or fields[1] < oldest_until:
+                    oldest, oldest_until = offset, fields[1]
+            else:
+                if free < 0:
+                    free = offset
+                if fields[0] == 0:  # never used
+                    break
+        return (free if free >= 0 else oldest), (key_hash, 0, 0, 0, 0)
 
     # The sliding window counter (what the rate limits use).
 
@@ -162,10 +202,18 @@ class NodeCounters(Storage, SlidingWindowCounterSupport):
             offset, (_, until, _, count, _) = self._find(key_hash, now_ms)
             if until <= now_ms:
                 until, count = now_ms + expiry * 1000, 0
+                _HEADER.pack_into(self._map, 0, now_ms)
             _SLOT.pack_into(self._map, offset, key_hash, until, 0, count + amount, 0)
             return count + amount
         finally:
             self._unlock()
+
+    def plain_started_since(self, moment: float) -> bool:
+        """Whether any plain counter was started after `moment` (time.time()): read
+        without taking the lock, so that looking for a counter that nobody started costs
+        next to nothing."""
+        started_ms: int = _HEADER.unpack_from(self._map, 0)[0]
+        return started_ms >= moment * 1000
 
     def get(self, key: str) -> int:
         return self._plain(key)[1]
@@ -187,8 +235,8 @@ class NodeCounters(Storage, SlidingWindowCounterSupport):
         self._lock()
         try:
             offset, fields = self._find(_hash(key), int(time.time() * 1000))
-            if fields[1]:
-                _SLOT.pack_into(self._map, offset, 0, 0, 0, 0, 0)
+            if fields[1]:  # lapsed from now on; not emptied (see _find)
+                _SLOT.pack_into(self._map, offset, fields[0], 0, 0, 0, 0)
         finally:
             self._unlock()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from math import ceil
 
 from limits import RateLimitItemPerMinute
@@ -31,6 +32,15 @@ from chatmedia.fairuse.rates import Rate, parse_rate
 SCOPE_KEY = "chatmedia.ratelimit"
 # How long an address that failed too often is refused.
 LOCKOUT_SECONDS = 60
+# A worker takes up to burst/32 (at most 32) requests' worth of a limit at once from the
+# shared counters and spends them itself: one locked update serves many requests. What
+# it took is counted at once, so together the workers never pass a limit; what a worker
+# has not spent within a second lapses (it may so refuse a little early, never late).
+# Limits with a burst under 64 are counted one request at a time, exactly.
+PERMITS_DIVISOR = 32
+MAX_PERMITS = 32
+PERMITS_LIFETIME = 1.0
+MAX_HELD = 10_000
 KEY_POLICY, ADDRESS_POLICY, FAILURE_POLICY = "key", "address", "auth-failures"
 
 
@@ -56,6 +66,8 @@ class Limiter:
             RateLimitItemPerMinute(settings.auth_failures) if settings.auth_failures else None
         )
         self._own_rates: dict[str, Rate] = {}
+        # This worker's unspent permits, by policy and who: (how many, until, RateLimit).
+        self._permits: dict[tuple[str, str], tuple[int, float, bytes]] = {}
 
     def admit_key(self, scope: Scope, key_id: str, own_rate: str | None) -> None:
         """Count a request made with a valid key, against its own rate or the default."""
@@ -76,6 +88,8 @@ class Limiter:
         carries no valid credential)."""
         if self._failures is None:
             return
+        if not self._counters.plain_started_since(time.time() - LOCKOUT_SECONDS):
+            return  # no lockout began within its length: none holds
         lock = _lock_name(self._address(scope))
         if self._counters.get(lock):
             wait = max(1, ceil(self._counters.get_expiry(lock) - time.time()))
@@ -109,23 +123,44 @@ class Limiter:
         return rate
 
     def _admit(self, scope: Scope, rate: Rate, policy: str, who: str) -> None:
-        item = rate.item
-        policy_header = f'"{policy}";q={rate.burst};w={rate.window}'
-        if not self._windows.hit(item, policy, who):
-            stats = self._windows.get_window_stats(item, policy, who)
-            wait = max(1, ceil(stats.reset_time - time.time()))
-            raise RateLimited(
-                f"more than {rate} requests ({policy} limit); slow down",
-                wait,
-                policy_header,
-                f'"{policy}";r=0;t={wait}',
-            )
-        count, moves_in = self._counters.last_acquired()
-        left = max(0, rate.burst - int(count))
+        now = time.monotonic()
+        held = self._permits.get((policy, who))
+        if held is not None and held[0] > 0 and now < held[1]:
+            left, until, state = held
+            self._permits[policy, who] = (left - 1, until, state)
+        else:
+            taken = self._take(rate, policy, who)
+            count, moves_in = self._counters.last_acquired()
+            remaining = max(0, rate.burst - int(count))
+            state = f'"{policy}";r={remaining};t={ceil(moves_in)}'.encode()
+            if len(self._permits) >= MAX_HELD:  # many clients at once: start afresh
+                self._permits.clear()
+            self._permits[policy, who] = (taken - 1, now + PERMITS_LIFETIME, state)
         scope[SCOPE_KEY] = (
-            (b"ratelimit-policy", policy_header.encode()),
-            (b"ratelimit", f'"{policy}";r={left};t={ceil(moves_in)}'.encode()),
+            (b"ratelimit-policy", _policy_header(policy, rate)),
+            (b"ratelimit", state),
         )
+
+    def _take(self, rate: Rate, policy: str, who: str) -> int:
+        """Count a batch of requests (or one) against the shared window; how many."""
+        batch = min(MAX_PERMITS, rate.burst // PERMITS_DIVISOR)
+        if batch > 1 and self._windows.hit(rate.item, policy, who, cost=batch):
+            return batch
+        if self._windows.hit(rate.item, policy, who):
+            return 1
+        stats = self._windows.get_window_stats(rate.item, policy, who)
+        wait = max(1, ceil(stats.reset_time - time.time()))
+        raise RateLimited(
+            f"over the {policy} limit of {rate} (a burst of {rate.burst}); slow down",
+            wait,
+            _policy_header(policy, rate).decode(),
+            f'"{policy}";r=0;t={wait}',
+        )
+
+
+@lru_cache(maxsize=256)
+def _policy_header(policy: str, rate: Rate) -> bytes:
+    return f'"{policy}";q={rate.burst};w={rate.window}'.encode()
 
 
 def _lock_name(address: str) -> str:
