@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/transfer.py
 	$(BIN)/python bench/ceilings.py
+	$(BIN)/python bench/limits_ab.py
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
