@@ -4,10 +4,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-# The S3-compatible server the tests run against (PostgreSQL comes from Debian's packages).
-TOOLS := .tools
-S3RVER := $(TOOLS)/node_modules/.bin/s3rver
-
 .PHONY: run test lint bench clean
 
 $(STAMP): pyproject.toml
@@ -26,10 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-$(S3RVER):
-	npm install --silent --no-audit --no-fund --prefix $(TOOLS) s3rver@3.7.1
-
-test: lint $(S3RVER)
+test: lint
 	$(BIN)/pytest
 
 bench: $(STAMP)
@@ -39,4 +32,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/limits_ab.py
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

