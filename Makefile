@@ -22,7 +22,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
+# nginx runs in front of a node in the X-Accel-Redirect tests (tests/nginxserver.py).
 test: lint
+	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+		  apt-get install -y -q --no-install-recommends nginx; }
 	$(BIN)/pytest
 
 bench: $(STAMP)

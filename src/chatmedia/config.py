@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from chatmedia.config_values import (
+    accel_prefix,
     choice,
     database_url,
     interval,
@@ -73,6 +74,7 @@ class Settings:
     database_url: str
     storage_url: str | None
     s3_redirect_downloads: bool
+    accel_redirect: str | None
     max_upload_size: int
     allowed_types: tuple[str, ...]
     blocked_types: tuple[str, ...]
@@ -172,6 +174,9 @@ FIELDS: dict[str, Field] = {
     ),
     "s3_redirect_downloads": Field(
         parse_bool, "false", "Answer content requests with a 307 to a presigned S3 URL."
+    ),
+    "accel_redirect": Field(
+        accel_prefix, "", "nginx internal location of DATA_DIR/blobs/: downloads leave Python."
     ),
     "max_upload_size": Field(
         parse_size, "5MiB", "Largest file accepted: bytes, or with kB/MB/GB or KiB/MiB/GiB."
@@ -321,6 +326,11 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
 
 def _check_storage(values: Mapping[str, Any], env: Mapping[str, str]) -> None:
     url = values["storage_url"]
+    if url is not None and values["accel_redirect"] is not None:
+        raise ConfigError(
+            f"{ENV_PREFIX}ACCEL_REDIRECT serves local blobs through nginx: it needs the local"
+            f" store ({ENV_PREFIX}STORAGE_URL empty)"
+        )
     if url is not None:
         try:
             parse_s3_url(url, env)

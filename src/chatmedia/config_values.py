@@ -3,6 +3,7 @@ its value, or raises ValueError saying what is wrong (chatmedia.config names the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from urllib.parse import urlsplit, urlunsplit
@@ -130,6 +131,16 @@ def signing_keys(text: str) -> tuple[bytes, ...]:
 
 def proxy(text: str) -> str | None:
     return url(text) if text.strip() else None
+
+
+def accel_prefix(text: str) -> str | None:
+    """A location prefix such as /internal-blobs/, or None (empty)."""
+    text = text.strip()
+    if not text:
+        return None
+    if not re.fullmatch(r"/(?:(?!\.+/)[A-Za-z0-9._-]+/)+", text):  # no . or .. segment
+        raise ValueError("must be a path that starts and ends with '/', such as /internal-blobs/")
+    return text
 
 
 UNLIMITED = ("", "unlimited", "none", "off")

@@ -127,3 +127,17 @@ def test_bad_database_url_is_named_without_its_password(tmp_path: Path, bad: str
     with pytest.raises(ConfigError, match="CHATMEDIA_DATABASE_URL has value") as caught:
         load_settings({"CHATMEDIA_DATABASE_URL": bad}, cwd=tmp_path)
     assert "hunter2" not in str(caught.value)
+
+
+def test_accel_redirect_is_a_location_of_the_local_store(tmp_path: Path) -> None:
+    settings = load_settings({"CHATMEDIA_ACCEL_REDIRECT": "/internal-blobs/"}, cwd=tmp_path)
+    assert settings.accel_redirect == "/internal-blobs/"
+    assert load_settings({}, cwd=tmp_path).accel_redirect is None
+    for bad in ("internal/", "/internal", "/a b/", "/../"):
+        with pytest.raises(ConfigError, match="ACCEL_REDIRECT"):
+            load_settings({"CHATMEDIA_ACCEL_REDIRECT": bad}, cwd=tmp_path)
+    s3 = "s3://b/p?endpoint=http://127.0.0.1:9000&region=us-east-1"
+    with pytest.raises(ConfigError, match="needs the local store"):
+        load_settings(
+            {"CHATMEDIA_ACCEL_REDIRECT": "/x/", "CHATMEDIA_STORAGE_URL": s3}, cwd=tmp_path
+        )

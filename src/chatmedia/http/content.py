@@ -60,6 +60,13 @@ async def content_response(
     byte_range = None
     if validators.range_applies(h.get("if-range")):
         byte_range = parse_range(h.get("range"), record.size)
+    accel = services.settings.accel_redirect
+    if accel is not None and "if-range" not in h and (byte_range or "range" not in h):
+        # Every check is done: nginx sends the bytes (and the one Range asked for) from its
+        # internal location, with its own Accept-Ranges and Last-Modified (docs/deploy.md).
+        location = accel + "/".join((record.sha256[:2], record.sha256[2:4], record.sha256))
+        del headers["Accept-Ranges"], headers["Last-Modified"]
+        return Response(status_code=200, headers=headers | {"X-Accel-Redirect": location})
     return BlobResponse(
         services.store,
         services.local_paths,
