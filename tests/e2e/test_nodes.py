@@ -232,7 +232,12 @@ def test_a_store_outage_is_503_quickly_and_the_node_recovers(
             finally:
                 process, _ = start_s3_server(tmp_path / "s3", ports=s3.ports)
             wait_for(lambda: client.get("/readyz").status_code == 200, "recovery", 15)
-            assert client.get(f"/v1/files/{file['id']}/content").content == png_bytes()
+            # A restarted SeaweedFS answers S3 requests a moment before its volume server
+            # is back: the bytes come once it is (503 meanwhile, never anything else).
+            content = f"/v1/files/{file['id']}/content"
+            wait_for(lambda: client.get(content).status_code in (200, 503), "an answer", 15)
+            wait_for(lambda: client.get(content).status_code == 200, "the store's volumes", 30)
+            assert client.get(content).content == png_bytes()
             listed = client.get("/v1/files").json()["items"]
             assert [f["id"] for f in listed] == [file["id"]]  # the refused upload left no row
     finally:
