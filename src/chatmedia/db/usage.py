@@ -15,14 +15,22 @@ from chatmedia.db.engine import Conn, insert_ignore
 from chatmedia.db.schema import quota_reservations, tenant_quotas, tenant_usage
 from chatmedia.models import FileRecord
 
-# Days are counted from 1970-01-01 (UTC): `date.toordinal() - EPOCH_DAY`.
-EPOCH_DAY = date(1970, 1, 1).toordinal()
+_EPOCH_DAY = date(1970, 1, 1).toordinal()
+
+
+def day_of(moment: datetime) -> int:
+    """The day of an aware UTC time, counted from 1970-01-01 (`tenant_usage.day`)."""
+    return moment.toordinal() - _EPOCH_DAY
+
+
 _U = tenant_usage.c
 # Every transaction that adds or removes files takes its tenant's row last of all its
 # locks (after the blobs'), so that no two of them wait for each other in a circle.
 _EMPTY = {"bytes": 0, "files": 0, "day": 0, "day_bytes": 0, "reserved_bytes": 0,
           "reserved_files": 0}  # fmt: skip
 _LOCK = sa.select(tenant_usage).where(_U.tenant == sa.bindparam("tenant")).with_for_update()
+# Every upload asks it: built once.
+_LIMITS = sa.select(tenant_quotas).where(tenant_quotas.c.tenant == sa.bindparam("tenant"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +94,7 @@ class Usage:
     async def count_file(self, record: FileRecord) -> None:
         """A file was added to its tenant (on the day it was created)."""
         size = stored_size(record)
-        day = record.created_at.toordinal() - EPOCH_DAY
+        day = day_of(record.created_at)
         row = _EMPTY | {"tenant": record.tenant, "bytes": size, "files": 1, "day": day,
                         "day_bytes": size}  # fmt: skip
         await self._conn.execute(_UPSERTS[self._conn.dialect.name], row)
@@ -126,11 +134,7 @@ class Usage:
 
     async def limits(self, tenant: str) -> Limits | None:
         """The tenant's own quotas, or None when it has none of its own."""
-        row = (
-            await self._conn.execute(
-                sa.select(tenant_quotas).where(tenant_quotas.c.tenant == tenant)
-            )
-        ).first()
+        row = (await self._conn.execute(_LIMITS, {"tenant": tenant})).first()
         return Limits(row.max_bytes, row.max_files, row.max_daily_bytes) if row else None
 
     async def all_limits(self) -> dict[str, Limits]:

@@ -17,8 +17,6 @@ starts over: never a refusal of someone else).
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import fcntl
 import hashlib
 import mmap
@@ -27,7 +25,8 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from math import floor
 
 from limits.storage import SlidingWindowCounterSupport, Storage
@@ -55,32 +54,6 @@ def create_counters_file(directory: str | None = None) -> str:
     return path
 
 
-def _flock_holding_the_gil() -> Callable[[int, int], object]:
-    """flock(2), called without letting go of the GIL. Python's fcntl.flock releases it
-    around the call, and every release invites granian's threads to take it: measured, two
-    locked updates per request cost a keyed download about 10 % through those handovers
-    (docs/benchmarks.md). Held, the lock is a plain system call of well under a
-    microsecond; the other holder of the file lock keeps it for a few microseconds."""
-    try:
-        flock = ctypes.PyDLL(None, use_errno=True).flock
-    except (AttributeError, OSError):  # not glibc: the handovers are the price
-        return fcntl.flock
-    flock.argtypes = (ctypes.c_int, ctypes.c_int)
-    flock.restype = ctypes.c_int
-
-    def locked(fd: int, operation: int) -> object:
-        while flock(fd, operation) != 0:
-            error = ctypes.get_errno()
-            if error != errno.EINTR:
-                raise OSError(error, os.strerror(error))
-        return None
-
-    return locked
-
-
-_flock = _flock_holding_the_gil()
-
-
 def _hash(key: str) -> int:
     # Never 0, which marks an empty slot.
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") or 1
@@ -103,15 +76,18 @@ class NodeCounters(Storage, SlidingWindowCounterSupport):
     def base_exceptions(self) -> type[Exception]:
         return OSError
 
-    def _lock(self) -> None:
-        self._thread_lock.acquire()
-        if self._fd is not None:
-            _flock(self._fd, fcntl.LOCK_EX)
-
-    def _unlock(self) -> None:
-        if self._fd is not None:
-            _flock(self._fd, fcntl.LOCK_UN)
-        self._thread_lock.release()
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Exclusive use of the map: within this process, and across the node's."""
+        with self._thread_lock:
+            if self._fd is None:
+                yield
+                return
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def _find(self, key_hash: int, now_ms: int) -> tuple[int, tuple[int, int, int, int, int]]:
         """The slot of `key_hash`: its offset and fields; for a key without a live slot,
@@ -156,21 +132,15 @@ class NodeCounters(Storage, SlidingWindowCounterSupport):
             return False
         now = time.time()
         key_hash = _hash(key)
-        self._lock()
-        try:
+        with self._locked():
             offset, window, previous, current, elapsed = self._window(key_hash, expiry, now)
             if floor(previous * (1 - elapsed) + current) + amount > limit:
                 return False
             reusable_after = (window + 2) * expiry * 1000
             fields = (key_hash, reusable_after, window, current + amount, previous)
             _SLOT.pack_into(self._map, offset, *fields)
-            self._last.window = (
-                previous * (1 - elapsed) + current + amount,
-                (1 - elapsed) * expiry,
-            )
-            return True
-        finally:
-            self._unlock()
+        self._last.window = (previous * (1 - elapsed) + current + amount, (1 - elapsed) * expiry)
+        return True
 
     def last_acquired(self) -> tuple[float, float]:
         """After an entry was acquired, in the same thread: the window's weighted count
@@ -181,11 +151,8 @@ class NodeCounters(Storage, SlidingWindowCounterSupport):
 
     def get_sliding_window(self, key: str, expiry: int) -> tuple[int, float, int, float]:
         now = time.time()
-        self._lock()
-        try:
+        with self._locked():
             _, _, previous, current, elapsed = self._window(_hash(key), expiry, now)
-        finally:
-            self._unlock()
         previous_ttl = (1 - elapsed) * expiry if previous else 0.0
         return previous, previous_ttl, current, (1 - elapsed) * expiry + expiry
 
@@ -197,16 +164,13 @@ class NodeCounters(Storage, SlidingWindowCounterSupport):
     def incr(self, key: str, expiry: int, amount: int = 1) -> int:
         now_ms = int(time.time() * 1000)
         key_hash = _hash(key)
-        self._lock()
-        try:
+        with self._locked():
             offset, (_, until, _, count, _) = self._find(key_hash, now_ms)
             if until <= now_ms:
                 until, count = now_ms + expiry * 1000, 0
                 _HEADER.pack_into(self._map, 0, now_ms)
             _SLOT.pack_into(self._map, offset, key_hash, until, 0, count + amount, 0)
-            return count + amount
-        finally:
-            self._unlock()
+        return count + amount
 
     def plain_started_since(self, moment: float) -> bool:
         """Whether any plain counter was started after `moment` (time.time()): read
@@ -216,37 +180,30 @@ class NodeCounters(Storage, SlidingWindowCounterSupport):
         return started_ms >= moment * 1000
 
     def get(self, key: str) -> int:
-        return self._plain(key)[1]
+        return self.plain(key)[0]
 
     def get_expiry(self, key: str) -> float:
-        until = self._plain(key)[0]
-        return until / 1000 if until else time.time()
+        count, lapses_at = self.plain(key)
+        return lapses_at if count else time.time()
 
-    def _plain(self, key: str) -> tuple[int, int]:
+    def plain(self, key: str) -> tuple[int, float]:
+        """A plain counter's count and when it lapses (time.time()), in one look; (0, 0)
+        when it is not running."""
         now_ms = int(time.time() * 1000)
-        self._lock()
-        try:
+        with self._locked():
             _, (_, until, _, count, _) = self._find(_hash(key), now_ms)
-        finally:
-            self._unlock()
-        return (until, count) if until > now_ms else (0, 0)
+        return (count, until / 1000) if until > now_ms else (0, 0.0)
 
     def clear(self, key: str) -> None:
-        self._lock()
-        try:
+        with self._locked():
             offset, fields = self._find(_hash(key), int(time.time() * 1000))
             if fields[1]:  # lapsed from now on; not emptied (see _find)
                 _SLOT.pack_into(self._map, offset, fields[0], 0, 0, 0, 0)
-        finally:
-            self._unlock()
 
     def check(self) -> bool:
         return True
 
     def reset(self) -> int | None:
-        self._lock()
-        try:
+        with self._locked():
             self._map[:] = bytes(SIZE)
-        finally:
-            self._unlock()
         return None

@@ -65,13 +65,12 @@ class Limiter:
         self._failures = (
             RateLimitItemPerMinute(settings.auth_failures) if settings.auth_failures else None
         )
-        self._own_rates: dict[str, Rate] = {}
         # This worker's unspent permits, by policy and who: (how many, until, RateLimit).
         self._permits: dict[tuple[str, str], tuple[int, float, bytes]] = {}
 
     def admit_key(self, scope: Scope, key_id: str, own_rate: str | None) -> None:
         """Count a request made with a valid key, against its own rate or the default."""
-        rate = self._own_rate(own_rate) if own_rate else self.settings.key_rate
+        rate = _own_rate(own_rate) if own_rate else self.settings.key_rate
         if rate is not None:
             self._admit(scope, rate, KEY_POLICY, key_id)
 
@@ -90,9 +89,9 @@ class Limiter:
             return
         if not self._counters.plain_started_since(time.time() - LOCKOUT_SECONDS):
             return  # no lockout began within its length: none holds
-        lock = _lock_name(self._address(scope))
-        if self._counters.get(lock):
-            wait = max(1, ceil(self._counters.get_expiry(lock) - time.time()))
+        locked, lapses_at = self._counters.plain(_lock_name(self._address(scope)))
+        if locked:
+            wait = max(1, ceil(lapses_at - time.time()))
             policy = f'"{FAILURE_POLICY}";q={self._failures.amount};w={LOCKOUT_SECONDS}'
             raise RateLimited(
                 "too many failed authentications from this address; try again later",
@@ -108,19 +107,12 @@ class Limiter:
             return
         address = self._address(scope)
         if not self._windows.hit(self._failures, FAILURE_POLICY, address):
-            lock = _lock_name(address)
-            if not self._counters.get(lock):
-                self._counters.incr(lock, LOCKOUT_SECONDS)
+            # Starts the lockout, or counts within a running one (never prolonging it).
+            self._counters.incr(_lock_name(address), LOCKOUT_SECONDS)
         self.refuse_if_locked_out(scope)
 
     def _address(self, scope: Scope) -> str:
         return client_address(scope, self.settings.trusted_proxies)
-
-    def _own_rate(self, text: str) -> Rate:
-        rate = self._own_rates.get(text)
-        if rate is None:
-            rate = self._own_rates[text] = parse_rate(text)
-        return rate
 
     def _admit(self, scope: Scope, rate: Rate, policy: str, who: str) -> None:
         now = time.monotonic()
@@ -156,6 +148,10 @@ class Limiter:
             _policy_header(policy, rate).decode(),
             f'"{policy}";r=0;t={wait}',
         )
+
+
+# A key's own rate, as its row holds it ("50/s"): few keys have one, and fewer differ.
+_own_rate = lru_cache(maxsize=256)(parse_rate)
 
 
 @lru_cache(maxsize=256)

@@ -1,15 +1,15 @@
 """Quotas per tenant: bytes stored, files, and bytes added per day (UTC).
 
-A tenant's usage is counted in the transactions that add and remove its files
-(chatmedia.db.files), so it is exact at every commit. An upload in a tenant with a quota
-first *reserves*: one file, and the bytes it expects (what is left, when less). As its
-bytes arrive it reserves more, doubling, and is refused with QuotaExceeded the moment it
-would pass what is left; when it is stored, the reservation is settled in the same
-transaction that counts the file, and on any failure it is released. Every reservation
-takes the tenant's usage row lock (PostgreSQL; SQLite's write transaction holds the whole
-database), so concurrent uploads on any number of workers and nodes can never overshoot a
-quota together. A node that dies leaves reservations behind; their lease runs out and
-housekeeping releases them.
+A tenant's usage is counted in the transactions that add and remove its files (each takes
+the tenant's usage row last, chatmedia.db.usage), so it is exact at every commit. An
+upload in a tenant with a quota first *reserves*: one file, and the bytes it expects (what
+is left, when less). As its bytes arrive it reserves more, doubling, and is refused with
+QuotaExceeded the moment it would pass what is left; when it is stored, the reservation is
+settled in the same transaction that counts the file, and on any failure it is released.
+Every reservation takes the tenant's usage row lock (PostgreSQL; SQLite's write
+transaction holds the whole database), so concurrent uploads on any number of workers and
+nodes can never overshoot a quota together. A node that dies leaves reservations behind;
+their lease runs out and housekeeping releases them.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import anyio
 
 from chatmedia.config import Settings
 from chatmedia.db.engine import Conn
-from chatmedia.db.usage import EPOCH_DAY, Figures, Limits, Usage
+from chatmedia.db.usage import Figures, Limits, Usage, day_of
 from chatmedia.errors import QuotaExceeded
 from chatmedia.services import Services
 from chatmedia.units import format_size
@@ -48,7 +48,7 @@ async def limits_of(conn: Conn, settings: Settings, tenant: str) -> Limits:
 
 def today() -> int:
     """Today (UTC), in days since 1970-01-01."""
-    return datetime.now(UTC).toordinal() - EPOCH_DAY
+    return day_of(datetime.now(UTC))
 
 
 class Reservation:
