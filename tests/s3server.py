@@ -24,9 +24,12 @@ _WEED = Path(sys.executable).with_name("weed")
 # Every port `weed mini` opens, each chosen free (its defaults would collide between two).
 _PORTS = (
     "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port",
-    "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg", "admin.port",
-    "admin.port.grpc", "metricsPort",
+    "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg", "s3.port.lance",
+    "admin.port", "admin.port.grpc", "metricsPort",
 )  # fmt: skip
+# A free port chosen here may be taken by another process before weed binds it: a start
+# on ports of its own choosing is tried this many times.
+_ATTEMPTS = 3
 ACCESS_KEY_ID = "chatmedia-test"
 SECRET_ACCESS_KEY = "chatmedia-test-secret-key"
 START_TIMEOUT = 60.0
@@ -64,6 +67,18 @@ def start_s3_server(
 ) -> tuple[subprocess.Popen[bytes], S3Server]:
     """Start SeaweedFS over `root` (on the `ports` of an earlier start, to restart it, or
     free ones) and wait until its S3 gateway answers."""
+    attempts = 1 if ports else _ATTEMPTS
+    for _ in range(attempts):
+        started = _start(root, bucket, ports or tuple((n, _free_port()) for n in _PORTS))
+        if started is not None:
+            return started
+    log = (root / "weed.log").read_text(errors="replace")
+    pytest.fail(f"SeaweedFS did not start ({attempts} attempts): {log[-2000:]}")
+
+
+def _start(
+    root: Path, bucket: str, ports: tuple[tuple[str, int], ...]
+) -> tuple[subprocess.Popen[bytes], S3Server] | None:
     if not _WEED.exists():
         pytest.fail(
             f"SeaweedFS's weed is not installed at {_WEED}: the S3 tests need it;"
@@ -77,7 +92,6 @@ def start_s3_server(
         "credentials": [{"accessKey": ACCESS_KEY_ID, "secretKey": SECRET_ACCESS_KEY}],
     }
     config.write_text(json.dumps({"identities": [identity]}))
-    ports = ports or tuple((name, _free_port()) for name in _PORTS)
     flags = [f"-{name}={port}" for name, port in ports]
     log = root / "weed.log"
     with log.open("ab") as out:
@@ -98,7 +112,7 @@ def start_s3_server(
             pass
         time.sleep(0.1)
     stop_s3_server(process)
-    pytest.fail(f"SeaweedFS did not start: {log.read_text(errors='replace')[-2000:]}")
+    return None
 
 
 def stop_s3_server(process: subprocess.Popen[bytes]) -> None:
