@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from chatmedia.config_values import (
     accel_prefix,
     choice,
+    count,
     database_url,
     interval,
     limit_count,
@@ -82,6 +83,7 @@ class Settings:
     retention_interval: timedelta
     workers: int
     io_threads: int
+    cache_files: int
     log_level: str
     import_allow_networks: tuple[IPNetwork, ...]
     import_allow_hosts: tuple[str, ...]
@@ -191,6 +193,7 @@ FIELDS: dict[str, Field] = {
     "retention_interval": Field(interval, "10m", "How often the retention sweeper runs."),
     "workers": Field(positive_int, "1", "Server worker processes."),
     "io_threads": Field(positive_int, "2", "Network I/O threads per worker process."),
+    "cache_files": Field(count, "4096", "File records each worker keeps in memory (0: none)."),
     "log_level": Field(log_level, "info", "debug, info, warning or error."),
     "import_allow_networks": Field(
         parse_networks, "", "CIDRs imports may reach although private (e.g. 10.1.0.0/16)."

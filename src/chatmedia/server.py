@@ -15,8 +15,10 @@ from granian import Granian
 from granian.constants import Interfaces
 from granian.log import LogLevels
 
+from chatmedia.caching import ring
 from chatmedia.config import ConfigError, Settings, load_settings
-from chatmedia.fairuse.counters import ENV_NAME, create_counters_file
+from chatmedia.fairuse import counters
+from chatmedia.sharedmap import create_node_file
 
 WORKER_KILL_TIMEOUT = 10  # seconds a worker gets to stop before it is killed
 
@@ -45,12 +47,18 @@ def main() -> None:
         f" (data in {settings.data_dir})",
         flush=True,
     )
-    # The rate-limit counters every worker shares (chatmedia.fairuse.counters).
-    os.environ[ENV_NAME] = counters = create_counters_file()
+    # What every worker shares: the rate-limit counters (chatmedia.fairuse.counters), and
+    # the log of changed records, unless the workers keep it beside a SQLite database.
+    shared = {
+        counters.ENV_NAME: counters.create_counters_file(),
+        ring.ENV_NAME: create_node_file("chatmedia-changes-", ring.SIZE),
+    }
+    os.environ.update(shared)
     try:
         _serve(settings)
     finally:
-        os.unlink(counters)
+        for path in shared.values():
+            os.unlink(path)
 
 
 def _serve(settings: Settings) -> None:

@@ -8,11 +8,14 @@ from dataclasses import dataclass, field
 from chatmedia.access.links import Links
 from chatmedia.access.usage import KeyUse
 from chatmedia.bus import EventBus
+from chatmedia.caching import ring
+from chatmedia.caching.records import RecordCache
 from chatmedia.config import Settings
 from chatmedia.db import Database, DatabaseUnavailable
 from chatmedia.egress.fetcher import Fetcher, Resolver, system_resolver
 from chatmedia.egress.oauth import TokenCache
-from chatmedia.fairuse.counters import ENV_NAME, NodeCounters
+from chatmedia.fairuse import counters
+from chatmedia.fairuse.counters import NodeCounters
 from chatmedia.fairuse.limiter import Limiter
 from chatmedia.storage import BlobStore, LocalPaths, Presigner, StoreUnavailable
 from chatmedia.storage.local import LocalBlobStore
@@ -34,6 +37,7 @@ class Services:
     bus: EventBus
     links: Links
     limiter: Limiter
+    cache: RecordCache
     # Set when content requests are answered with a redirect to the store itself.
     presigner: Presigner | None = None
     # The store again when its blobs are files here, which the server can send itself.
@@ -50,19 +54,35 @@ def open_services(settings: Settings, resolver: Resolver = system_resolver) -> S
     fetcher = Fetcher(settings.fetch_policy, resolver)
     store = _open_store(settings)
     redirect = store if settings.s3_redirect_downloads and isinstance(store, Presigner) else None
+    db = Database(settings.database_url)
+    changes = ring.ChangeRing(_changes_path(db))
+    # What this process commits reaches every process of the node before it answers.
+    db.on_commit = changes.publish
     return Services(
         settings=settings,
-        db=Database(settings.database_url),
+        db=db,
         store=store,
         fetcher=fetcher,
         tokens=TokenCache(fetcher),
         bus=EventBus(),
         links=Links(settings.url_ttl, settings.public_url, settings.url_signing_keys),
         # The node's workers share their counters through the file the server names.
-        limiter=Limiter(settings.limit_settings, NodeCounters(os.environ.get(ENV_NAME))),
+        limiter=Limiter(settings.limit_settings, NodeCounters(os.environ.get(counters.ENV_NAME))),
+        # On PostgreSQL the other nodes' changes come by NOTIFY: trusted once listening.
+        cache=RecordCache(changes, settings.cache_files, trusted=not db.is_postgresql),
         presigner=redirect,
         local_paths=store if isinstance(store, LocalPaths) else None,
     )
+
+
+def _changes_path(db: Database) -> str | None:
+    """Where the node's processes share their changes: beside a SQLite database (so that
+    the command line's changes reach the server too), else in the file the server's main
+    process names (a process started without it is its node's only one)."""
+    database = db.url.database
+    if not db.is_postgresql and database and database != ":memory:":
+        return database + "-changes"
+    return os.environ.get(ring.ENV_NAME)
 
 
 def _open_store(settings: Settings) -> BlobStore:

@@ -10,11 +10,16 @@ import anyio
 import pytest
 
 from chatmedia.access.principal import DEFAULT_TENANT
+from chatmedia.caching.records import RecordCache
+from chatmedia.caching.ring import ChangeRing
 from chatmedia.db import Database
+from chatmedia.db.changes import file_changed
 from chatmedia.db.events import Events
 from chatmedia.db.listen import listen_for_events
 from chatmedia.db.pages import Conversations
 from chatmedia.db.webhooks import Outbox, Webhook, Webhooks
+from chatmedia.models import FileRecord
+from chatmedia.services import Services, open_services
 
 pytestmark = pytest.mark.anyio
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -85,12 +90,13 @@ async def test_exclusive_work_runs_on_one_holder(database: Database) -> None:
 async def test_listeners_are_woken_by_appends_elsewhere(database: Database) -> None:
     stopping = anyio.Event()
     wakes: list[int] = []
+    cache = RecordCache(ChangeRing(), 10, trusted=False)
     if not database.is_postgresql:
         with anyio.fail_after(1):  # nothing to listen to: it returns at once
-            await listen_for_events(database, lambda: wakes.append(1), stopping)
+            await listen_for_events(database, lambda: wakes.append(1), cache, stopping)
         return
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(listen_for_events, database, lambda: wakes.append(1), stopping)
+        tasks.start_soon(listen_for_events, database, lambda: wakes.append(1), cache, stopping)
         with anyio.fail_after(5):
             while not wakes:  # the wake-up that says "listening now: catch up"
                 await anyio.sleep(0.01)
@@ -100,3 +106,36 @@ async def test_listeners_are_woken_by_appends_elsewhere(database: Database) -> N
             while len(wakes) < 2:
                 await anyio.sleep(0.01)
         stopping.set()
+
+
+async def test_a_cache_hears_other_processes_changes(services: Services) -> None:
+    """A process's cache forgets a row another process changed as soon as that commits: on
+    SQLite through the node's ring, on PostgreSQL through its listener, and there it
+    answers only while the listener proves alive."""
+    stopping = anyio.Event()
+    cache = services.cache
+    record = FileRecord(
+        id="cached-1", type="HOSTED", name="a.png", stored_name="cached-1.png",
+        content_type="image/png", size=1, sha256="0" * 64, conversation_id=None,
+        properties={}, created_at=NOW, tenant=DEFAULT_TENANT,
+    )  # fmt: skip
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(listen_for_events, services.db, lambda: None, cache, stopping)
+        with anyio.fail_after(5):
+            while cache.file("cached-1") is None:  # PostgreSQL: trusted once listening
+                cache.keep_file(record, cache.version())
+                await anyio.sleep(0.01)
+        other = open_services(services.settings)  # another process, on this node or not
+        try:
+            async with other.db.write():
+                file_changed("cached-1")
+        finally:
+            await other.close()
+        with anyio.fail_after(1):
+            while cache.file("cached-1") is not None:
+                await anyio.sleep(0.01)
+        cache.keep_file(record, cache.version())
+        assert cache.file("cached-1") == record
+        stopping.set()
+    # Without a listener a PostgreSQL node's cache answers nothing; SQLite needs none.
+    assert (cache.file("cached-1") is None) is services.db.is_postgresql

@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from chatmedia.access.principal import DEFAULT_TENANT
 from chatmedia.db import Database
 from chatmedia.db.files import Files, expired_files
-from chatmedia.db.keys import Keys
+from chatmedia.db.keys import Keys, hash_key
 from chatmedia.db.migrate import current_revision, head_revision
 from chatmedia.db.pages import Conversations
 from chatmedia.db.schema import SCHEMA_REVISION, metadata
@@ -130,18 +130,18 @@ async def test_keys(database: Database) -> None:
     assert len(secret) > 40
     async with database.read() as conn:
         keys = Keys(conn)
-        found = await keys.authenticate(secret)
+        found = await keys.authenticate(hash_key(secret))
         assert found is not None
         assert (found.id, found.name, found.scopes, found.tenant) == (
             key.id, key.name, ("admin",), None,
         )  # fmt: skip
         assert (found.conversations, found.expires_at) == (None, None)
-        assert await keys.authenticate(secret + "x") is None
+        assert await keys.authenticate(hash_key(secret + "x")) is None
         assert await keys.count() == 1
     async with database.write() as conn:
         assert await Keys(conn).revoke(key.id)
         assert not await Keys(conn).revoke(key.id)
     async with database.read() as conn:
-        assert await Keys(conn).authenticate(secret) is None
+        assert await Keys(conn).authenticate(hash_key(secret)) is None
         [listed] = await Keys(conn).all()
         assert listed.revoked_at is not None

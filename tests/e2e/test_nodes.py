@@ -285,3 +285,35 @@ def test_a_key_revoked_on_one_node_is_refused_by_the_other_within_a_second(
 
 def test_erasing_a_conversation_on_postgresql_and_s3(nodes: Callable[..., Server]) -> None:
     erase_and_check(nodes())
+
+
+def _until(expected: int, url: str, headers: dict[str, str] | None = None) -> float:
+    """Seconds until `url` answers `expected`, asking every 20 ms (at most 5 s)."""
+    started = time.monotonic()
+    while time.monotonic() - started < 5:
+        if httpx.get(url, headers=headers, timeout=5).status_code == expected:
+            return time.monotonic() - started
+        time.sleep(0.02)
+    raise AssertionError(f"{url} never answered {expected}")
+
+
+def test_changes_on_one_node_reach_the_others_cache_within_a_second(
+    nodes: Callable[..., Server],
+) -> None:
+    a, b = nodes(auth_failure_limit="off"), nodes(auth_failure_limit="off")
+    with a.client(headers=a.auth) as on_a:
+        file = on_a.post("/v1/files", files={"file": ("p.png", png_bytes(6, 6))}).json()
+        made = on_a.post("/v1/keys", json={"name": "reader", "scopes": ["files:read"]}).json()
+        reader = {"Authorization": f"Bearer {made['key']}"}
+        content = f"{b.url}/v1/files/{file['id']}/content"
+        signed = b.url + "/" + str(file["url"]).split("/", 3)[3]
+        for _ in range(20):  # b serves them from its cache from now on
+            assert httpx.get(content, headers=reader).status_code == 200
+            assert httpx.get(signed).status_code == 200
+        # Each change is made on a; b must refuse within a second of a's answer.
+        assert on_a.post(f"/v1/files/{file['id']}/links/revoke").status_code == 204
+        assert _until(403, signed) < 1.0
+        assert on_a.delete(f"/v1/keys/{made['id']}").status_code == 204
+        assert _until(401, content, reader) < 1.0
+        assert on_a.delete(f"/v1/files/{file['id']}").status_code == 204
+        assert _until(404, content, b.auth) < 1.0

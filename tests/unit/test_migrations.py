@@ -51,7 +51,7 @@ def test_keys_and_files_from_before_access_keep_working(tmp_path: Path) -> None:
     async def check() -> None:
         database = Database(url)
         async with database.read() as conn:
-            key = await Keys(conn).authenticate(SECRET)
+            key = await Keys(conn).authenticate(hash_key(SECRET))
         await database.close()
         assert key is not None
         principal = principal_for(key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
@@ -15,7 +15,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, CursorResult, Dialect, ScalarResult, make_url
 from sqlalchemy.sql.base import Executable
 
-from chatmedia.db import sqlite
+from chatmedia.db import changes, sqlite
 
 if TYPE_CHECKING:
     # Imported for PostgreSQL only: SQLite runs on synchronous connections, and a worker
@@ -127,6 +127,9 @@ class Database:
 
     def __init__(self, url: str) -> None:
         self.url = make_url(url)
+        # Called with the names of cached rows a write changed, once it has committed
+        # (chatmedia.db.changes); the services set it.
+        self.on_commit: Callable[[Sequence[str]], None] | None = None
         self.is_postgresql = self.url.get_backend_name() == "postgresql"
         self._engine: AsyncEngine | None = None
         self._sqlite: sqlite.SqliteConnections | None = None
@@ -160,14 +163,19 @@ class Database:
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Conn]:
-        """A write transaction, committed on normal exit and rolled back on error."""
-        with _outages_translated():
+        """A write transaction, committed on normal exit and rolled back on error; the
+        changes to cached rows it noted are handed to `on_commit` once it committed."""
+        with changes.collecting() as changed, _outages_translated():
             if self._sqlite is not None:
                 async with self._sqlite.write() as conn:
                     yield conn
             else:
                 async with self._pg_writer.begin() as async_conn:
                     yield async_conn
+                    if changed:
+                        await changes.notify(async_conn, changed)
+        if changed and self.on_commit is not None:
+            self.on_commit(changed)
 
     @asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[bool]:

@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from chatmedia.db.changes import file_changed
 from chatmedia.db.engine import Conn, insert_ignore
 from chatmedia.db.pages import Conversations, newest_first
 from chatmedia.db.schema import blobs, files
@@ -88,7 +89,7 @@ class Files:
             .where(files.c.id == file_id, files.c.tenant == self._tenant)
             .values(link_generation=files.c.link_generation + 1)
         )
-        return result.rowcount == 1
+        return _changed(file_id, result.rowcount)
 
     async def delete(self, file_id: str) -> bool:
         """Remove a file's row; False when it was gone already. The caller uncounts it from
@@ -96,7 +97,7 @@ class Files:
         result = await self._conn.execute(
             files.delete().where(files.c.id == file_id, files.c.tenant == self._tenant)
         )
-        return result.rowcount == 1
+        return _changed(file_id, result.rowcount)
 
     async def lock_blob(self, sha256: str, size: int, now: datetime) -> None:
         """Make sure the blob row exists and hold its lock until the transaction ends, so
@@ -154,6 +155,14 @@ async def expired_files(conn: Conn, created_before: datetime, limit: int) -> lis
         .limit(limit)
     )
     return [_record(r) for r in await conn.execute(query)]
+
+
+def _changed(file_id: str, rowcount: int) -> bool:
+    """Whether the file's row changed; if so, noted for the readers that cache it."""
+    if rowcount != 1:
+        return False
+    file_changed(file_id)
+    return True
 
 
 def _record(row: sa.Row[Any]) -> FileRecord:

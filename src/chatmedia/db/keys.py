@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from chatmedia.db.changes import key_changed
 from chatmedia.db.engine import Conn
 from chatmedia.db.schema import api_keys
 from chatmedia.models import ApiKey
@@ -117,11 +118,15 @@ class Keys:
             .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
             .values(revoked_at=datetime.now(UTC))
         )
-        return result.rowcount == 1
+        if result.rowcount != 1:
+            return False
+        key_changed(key_id)
+        return True
 
-    async def authenticate(self, secret: str) -> ActiveKey | None:
-        """The unrevoked key with this secret, or None (expiry is the caller's to judge)."""
-        row = (await self._conn.execute(_ACTIVE_BY_HASH, {"key_hash": hash_key(secret)})).first()
+    async def authenticate(self, key_hash: str) -> ActiveKey | None:
+        """The unrevoked key whose secret has this `hash_key`, or None (expiry is the
+        caller's to judge)."""
+        row = (await self._conn.execute(_ACTIVE_BY_HASH, {"key_hash": key_hash})).first()
         if row is None:
             return None
         conversations = None if row.conversations is None else tuple(row.conversations)

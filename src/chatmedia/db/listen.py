@@ -1,29 +1,48 @@
-"""Cross-node wake-ups: on PostgreSQL, each process LISTENs on the channel that
-`Events.append` NOTIFYs at commit, and wakes its own readers (event streams, the webhook
-dispatcher). A notification carries nothing: readers query the event log, so one lost
-while the connection is down costs only latency, and each reconnect wakes everyone once
-to catch up."""
+"""Cross-node news: on PostgreSQL, each process LISTENs on the channels that
+`Events.append` and `chatmedia.db.changes` NOTIFY at commit.
+
+- An event wakes the process's own readers (event streams, the webhook dispatcher). It
+  carries nothing: readers query the event log, so one lost while the connection is down
+  costs only latency, and each reconnect wakes everyone once to catch up.
+- A change to cached records is handed to the process's cache, which is trusted only
+  while this connection proves alive, every HEARTBEAT_SECONDS (chatmedia.caching.records):
+  notifications a dead connection misses must not leave a stale record served."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import anyio
 
+from chatmedia.db.changes import CHANGES_CHANNEL, TRUST_SECONDS
 from chatmedia.db.engine import PG_CONNECT_TIMEOUT, Database
 from chatmedia.db.events import NOTIFY_CHANNEL
 
 log = logging.getLogger("chatmedia.db")
 
-# How often an idle listening connection is checked, and how long to wait after a failure.
-HEARTBEAT_SECONDS = 10.0
+# How often the listening connection is checked (well within the cache's trust), and how
+# long to wait after a failure.
+HEARTBEAT_SECONDS = TRUST_SECONDS / 4
 RETRY_SECONDS = 1.0
 
 
-async def listen_for_events(db: Database, wake: Callable[[], None], stopping: anyio.Event) -> None:
-    """Call `wake` whenever any node logs an event, until `stopping` is set. Returns at once
-    on SQLite, where the readers' own polling sees every process's events."""
+class ChangeListener(Protocol):
+    """What hears of changes to cached records (chatmedia.caching.records.RecordCache)."""
+
+    def forget_remote(self, names: Iterable[str]) -> None: ...
+    def trust_until(self, moment: float) -> None: ...
+    def distrust(self) -> None: ...
+
+
+async def listen_for_events(
+    db: Database, wake: Callable[[], None], cache: ChangeListener, stopping: anyio.Event
+) -> None:
+    """Call `wake` whenever any node logs an event, and tell `cache` of every change to
+    cached records, until `stopping` is set. Returns at once on SQLite, where the readers'
+    own polling sees every process's events, and the node's ring every change."""
     if not db.is_postgresql:
         return
     import asyncpg  # here: 16 MiB that a SQLite deployment's workers need not carry
@@ -32,9 +51,10 @@ async def listen_for_events(db: Database, wake: Callable[[], None], stopping: an
     failing = False
     while not stopping.is_set():
         try:
-            await _listen(dsn, wake, stopping)
+            await _listen(dsn, wake, cache, stopping)
             failing = False
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            cache.distrust()
             if not failing:  # once per outage, not once a second
                 log.warning("event notifications lost (%s); reconnecting", type(e).__name__)
             failing = True
@@ -42,18 +62,28 @@ async def listen_for_events(db: Database, wake: Callable[[], None], stopping: an
                 await stopping.wait()
 
 
-async def _listen(dsn: str, wake: Callable[[], None], stopping: anyio.Event) -> None:
+async def _listen(
+    dsn: str, wake: Callable[[], None], cache: ChangeListener, stopping: anyio.Event
+) -> None:
     import asyncpg
 
     conn = await asyncpg.connect(dsn, timeout=PG_CONNECT_TIMEOUT)
     try:
         await conn.add_listener(NOTIFY_CHANNEL, lambda *_: wake())
+        await conn.add_listener(
+            CHANGES_CHANNEL, lambda _c, _p, _ch, names: cache.forget_remote(names.split(","))
+        )
         wake()  # events logged while this process was not listening
+        cache.distrust()  # and changes made meanwhile: what is kept is read anew
         while not stopping.is_set():
+            # A connection that died quietly only shows when it is used. Notifications
+            # committed before the query was sent arrive before its answer.
+            sent = time.monotonic()
+            await conn.fetchval("SELECT 1", timeout=PG_CONNECT_TIMEOUT)
+            cache.trust_until(sent + TRUST_SECONDS)
             with anyio.move_on_after(HEARTBEAT_SECONDS):
                 await stopping.wait()
-            # A connection that died quietly only shows when it is used.
-            await conn.fetchval("SELECT 1", timeout=PG_CONNECT_TIMEOUT)
     finally:
+        cache.distrust()
         with anyio.CancelScope(shield=True), anyio.move_on_after(PG_CONNECT_TIMEOUT):
             await conn.close()

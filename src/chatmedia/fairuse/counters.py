@@ -3,10 +3,9 @@
 
 The `limits` package keeps its in-memory counters in one process; granian runs several, so
 a limit counted in each would let a client through once per worker. Here the counters are
-slots of a file mapped by every worker (the server's main process creates it and names it
-in CHATMEDIA_NODE_COUNTERS; a process started without it keeps counters of its own), and an
-exclusive lock on that file (flock, which queues waiters in the kernel) makes each update
-atomic across processes; a thread lock does the same within one.
+slots of a map every worker shares (chatmedia.sharedmap: the server's main process creates
+the file and names it in CHATMEDIA_NODE_COUNTERS; a process started without it keeps
+counters of its own), updated under the map's lock.
 
 A slot holds one key's counts: its hash, when the slot may be reused, and a sliding
 window's index, current and previous counts (or a plain counter's value). The table is
@@ -17,19 +16,15 @@ starts over: never a refusal of someone else).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import mmap
-import os
 import struct
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from math import floor
 
 from limits.storage import SlidingWindowCounterSupport, Storage
+
+from chatmedia.sharedmap import SharedMap, create_node_file
 
 ENV_NAME = "CHATMEDIA_NODE_COUNTERS"
 # hash, reusable after (ms), window index, current count, previous count.
@@ -44,14 +39,7 @@ SIZE = _FIRST_SLOT + _SLOT.size * SLOTS
 
 def create_counters_file(directory: str | None = None) -> str:
     """A new zeroed counters file for a node's workers to share; the caller removes it."""
-    shm = "/dev/shm"  # noqa: S108 (memory, not disk; mkstemp makes the name unguessable)
-    where = directory or (shm if os.access(shm, os.W_OK) else None)
-    fd, path = tempfile.mkstemp(prefix="chatmedia-counters-", dir=where)
-    try:
-        os.ftruncate(fd, SIZE)
-    finally:
-        os.close(fd)
-    return path
+    return create_node_file("chatmedia-counters-", SIZE, directory)
 
 
 def _hash(key: str) -> int:
@@ -66,28 +54,14 @@ class NodeCounters(Storage, SlidingWindowCounterSupport):
 
     def __init__(self, path: str | None = None) -> None:
         super().__init__()
-        # Without a file the counters are this process's alone: the thread lock suffices.
-        self._fd = None if path is None else os.open(path, os.O_RDWR)
-        self._map = mmap.mmap(-1 if self._fd is None else self._fd, SIZE)
-        self._thread_lock = threading.Lock()
+        self._shared = SharedMap(path, SIZE)
+        self._map = self._shared.map
+        self._locked = self._shared.locked
         self._last = threading.local()
 
     @property
     def base_exceptions(self) -> type[Exception]:
         return OSError
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Exclusive use of the map: within this process, and across the node's."""
-        with self._thread_lock:
-            if self._fd is None:
-                yield
-                return
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def _find(self, key_hash: int, now_ms: int) -> tuple[int, tuple[int, int, int, int, int]]:
         """The slot of `key_hash`: its offset and fields; for a key without a live slot,

@@ -88,7 +88,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_housekeeping, services, stopping)
             tasks.start_soon(deliver_forever, services, stopping)
-            tasks.start_soon(listen_for_events, services.db, services.bus.notify, stopping)
+            tasks.start_soon(
+                listen_for_events, services.db, services.bus.notify, services.cache, stopping
+            )
             tasks.start_soon(_record_key_use, services, stopping)
             yield
             # Let the loops end between transactions rather than cancel them inside one.

@@ -29,8 +29,34 @@ SWEEP_BATCH = 100
 
 async def get_file(services: Services, principal: Principal, file_id: str) -> FileRecord:
     """The file with this id, if the principal sees it; raises FileNotFound."""
+    record = await _lookup(services, file_id=file_id)
+    if record is None or not _sees(principal, record):
+        raise FileNotFound(f"no file with id '{file_id}'")
+    return record
+
+
+async def _lookup(
+    services: Services, file_id: str | None = None, stored_name: str | None = None
+) -> FileRecord | None:
+    """The file of any tenant with this id or stored name: from the cache when it is
+    there (chatmedia.caching.records), else from the database, then kept."""
+    cache = services.cache
+    record = cache.file(file_id) if file_id is not None else cache.file_named(stored_name or "")
+    if record is not None:
+        return record
+    version = cache.version()
     async with services.db.read() as conn:
-        return await _visible_file(conn, principal, file_id)
+        if file_id is not None:
+            record = await file_by_id(conn, file_id)
+        else:
+            record = await file_by_stored_name(conn, stored_name or "")
+    if record is not None:
+        cache.keep_file(record, version)
+    return record
+
+
+def _sees(principal: Principal, record: FileRecord) -> bool:
+    return record.tenant == principal.tenant and principal.sees(record.conversation_id)
 
 
 async def _visible_file(conn: Conn, principal: Principal, file_id: str) -> FileRecord:
@@ -47,11 +73,7 @@ async def linked_file(
 ) -> FileRecord:
     """The file a valid link grants (by id, or by the file-engine's name), while it exists
     and the link is not revoked; raises FileNotFound, InvalidSignature."""
-    async with services.db.read() as conn:
-        if file_id is not None:
-            record = await file_by_id(conn, file_id)
-        else:
-            record = await file_by_stored_name(conn, stored_name or "")
+    record = await _lookup(services, file_id, stored_name)
     if record is None:
         raise FileNotFound(f"no file '{file_id or stored_name}'")
     if record.link_generation != grant.generation:
@@ -90,12 +112,8 @@ async def get_file_by_stored_name(
     """The file the file-engine API knows by `name`, if the principal sees it (None: the
     key-less download, which knows every tenant's files by their unique names); raises
     FileNotFound."""
-    async with services.db.read() as conn:
-        if principal is None:
-            record = await file_by_stored_name(conn, name)
-        else:
-            record = await Files(conn, principal.tenant).get_by_stored_name(name)
-    if record is None or (principal is not None and not principal.sees(record.conversation_id)):
+    record = await _lookup(services, stored_name=name)
+    if record is None or (principal is not None and not _sees(principal, record)):
         raise FileNotFound(f"no file named '{name}'")
     return record
 

@@ -18,7 +18,7 @@ from chatmedia.access.principal import (
     is_tenant,
     pattern_covered,
 )
-from chatmedia.db.keys import ActiveKey, Keys
+from chatmedia.db.keys import ActiveKey, Keys, hash_key
 from chatmedia.errors import (
     BadRequest,
     ConversationNotAllowed,
@@ -202,8 +202,14 @@ async def authenticate(
     scheme, _, secret = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise Unauthorized(MISSING_KEY)
-    async with services.db.read() as conn:
-        key = await Keys(conn).authenticate(secret.strip())
+    key_hash = hash_key(secret.strip())
+    key = services.cache.key(key_hash)
+    if key is None:
+        version = services.cache.version()
+        async with services.db.read() as conn:
+            key = await Keys(conn).authenticate(key_hash)
+        if key is not None:
+            services.cache.keep_key(key_hash, key, version)
     if key is None:
         raise Unauthorized("the API key is not valid")
     if key.expires_at is not None and key.expires_at <= datetime.now(UTC):

@@ -1,0 +1,96 @@
+"""The download path's record cache through a real `chatmedia serve` with two workers:
+every change that hides a file or ends a credential holds at once on both workers — from
+the very next request, whichever worker takes it — after both have served (and cached) the
+file and the key many times. Two nodes over PostgreSQL: tests/e2e/test_nodes.py."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.conftest import png_bytes
+from tests.e2e.conftest import Server
+
+pytestmark = pytest.mark.e2e
+# Enough requests on fresh connections that both workers take several.
+ROUNDS = 24
+
+
+def statuses(url: str, headers: dict[str, str] | None = None, method: str = "GET") -> set[int]:
+    """The statuses of ROUNDS requests sent at once, each on a new connection."""
+
+    def one(_: int) -> int:
+        return httpx.request(method, url, headers=headers, timeout=10).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        return set(pool.map(one, range(ROUNDS)))
+
+
+def upload(client: httpx.Client, conversation: str, size: int) -> dict[str, str]:
+    answer = client.post(
+        "/v1/files", files={"file": ("a.png", png_bytes(size, size))},
+        data={"conversationId": conversation},
+    )  # fmt: skip
+    assert answer.status_code == 201, answer.text
+    return {k: str(v) for k, v in answer.json().items()}
+
+
+def new_key(client: httpx.Client) -> tuple[str, dict[str, str]]:
+    made = client.post("/v1/keys", json={"name": "reader", "scopes": ["files:read"]})
+    assert made.status_code == 201, made.text
+    return made.json()["id"], {"Authorization": f"Bearer {made.json()['key']}"}
+
+
+@pytest.fixture(scope="module")
+def server(start_server: Callable[..., Server]) -> Server:
+    # Many refused requests from one address in a row: no lockout here.
+    return start_server(workers="2", auth_failure_limit="off")
+
+
+def test_a_deleted_file_is_gone_from_every_worker_at_once(server: Server) -> None:
+    with server.client(headers=server.auth) as admin:
+        file = upload(admin, "cache-1", 5)
+        content = f"{server.url}/v1/files/{file['id']}/content"
+        by_name = f"{server.url}/file-engine/api/downloadFileStream?filename={file['storedName']}"
+        signed = server.url + "/" + file["url"].split("/", 3)[3]
+        for url, headers in ((content, server.auth), (by_name, None), (signed, None)):
+            assert statuses(url, headers) == {200}
+        assert admin.delete(f"/v1/files/{file['id']}").status_code == 204
+    for url, headers in ((content, server.auth), (by_name, None), (signed, None)):
+        assert statuses(url, headers) == {404}
+        assert statuses(url, headers, "HEAD") == {404}
+
+
+def test_revoked_keys_and_links_end_on_every_worker_at_once(server: Server) -> None:
+    with server.client(headers=server.auth) as admin:
+        file = upload(admin, "cache-2", 6)
+        content = f"{server.url}/v1/files/{file['id']}/content"
+        signed = server.url + "/" + file["url"].split("/", 3)[3]
+        by_api, api_headers = new_key(admin)
+        by_cli, cli_headers = new_key(admin)
+        for headers in (api_headers, cli_headers):
+            assert statuses(content, headers) == {200}
+        assert statuses(signed) == {200}
+        # A link revocation, a key revoked over HTTP, and one revoked from the command line.
+        assert admin.post(f"/v1/files/{file['id']}/links/revoke").status_code == 204
+        assert statuses(signed) == {403}
+        assert admin.delete(f"/v1/keys/{by_api}").status_code == 204
+        assert statuses(content, api_headers) == {401}
+    server.cli("keys", "revoke", by_cli)
+    assert statuses(content, cli_headers) == {401}
+    assert statuses(content, server.auth) == {200}  # the file itself is still there
+
+
+def test_an_erased_conversation_is_gone_from_every_worker_at_once(server: Server) -> None:
+    with server.client(headers=server.auth) as admin:
+        files = [upload(admin, "cache-3", size) for size in (7, 8)]
+        # Its content, and its metadata (which the cache serves too, blob or no blob).
+        urls = [f"{server.url}/v1/files/{f['id']}{end}" for f in files for end in ("/content", "")]
+        for url in urls:
+            assert statuses(url, server.auth) == {200}
+        assert admin.delete("/v1/conversations/cache-3").status_code == 200
+    for url in urls:
+        assert statuses(url, server.auth) == {404}
