@@ -20,6 +20,7 @@ from chatmedia.db import Database, DatabaseUnavailable, sqlite
 from chatmedia.db.engine import Conn
 from chatmedia.db.keys import Keys
 from chatmedia.db.migrate import upgrade
+from chatmedia.db.writer_queue import NodeWriterLock
 
 pytestmark = pytest.mark.anyio
 
@@ -120,6 +121,57 @@ async def test_a_writer_of_another_process_makes_it_a_503_too(
         assert await names(db) == ["later"]
     finally:
         other.close()
+        await db.close()
+
+
+async def test_writers_of_every_process_queue_on_the_node_lock(
+    db: Database, tmp_path: Path
+) -> None:
+    """A writer waits while another process's writer holds the node's lock (even before
+    that one has touched SQLite, whose busy handler would sleep), and goes on as soon as
+    it is let go."""
+    other = NodeWriterLock(f"{tmp_path / 'meta.db'}-writers", 5)  # another process's
+    held = await other.acquire()
+    done = anyio.Event()
+
+    async def write() -> None:
+        async with db.write() as conn:
+            await Keys(conn).create("queued")
+        done.set()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(write)
+        with anyio.move_on_after(0.3):
+            await done.wait()
+        assert not done.is_set()
+        assert await names(db) == []  # reads go on meanwhile
+        other.release(held)
+        with anyio.fail_after(5):
+            await done.wait()
+    assert await names(db) == ["queued"]
+    # Its own lock is let go after each commit: the other process gets it at once.
+    other.release(await other.acquire())
+
+
+async def test_a_writer_that_gives_up_on_the_node_lock_leaves_it_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite, "BUSY_SECONDS", 0.2)
+    db = Database(f"sqlite:///{tmp_path / 'meta.db'}")
+    await upgrade(db)
+    other = NodeWriterLock(f"{tmp_path / 'meta.db'}-writers", 5)
+    try:
+        held = await other.acquire()
+        with pytest.raises(DatabaseUnavailable):
+            async with db.write() as conn:
+                await Keys(conn).create("never")
+        other.release(held)  # the abandoned wait takes it, then lets it go at once
+        with anyio.fail_after(5):
+            other.release(await other.acquire())
+        async with db.write() as conn:
+            await Keys(conn).create("later")
+        assert await names(db) == ["later"]
+    finally:
         await db.close()
 
 

@@ -15,10 +15,11 @@ lookup by key, where the same lookup on a synchronous connection takes 80 us
   crash (bounded by READ_BUSY_MS): neither is a wait on another writer.
 - A write takes the process's write lock first, in order (an `anyio.Lock`, FIFO), so that
   concurrent writers of one worker queue instead of sleeping in SQLite's busy handler, whose
-  sleeps (up to 100 ms each) ignore arrival order. It then runs on the one writer
-  connection: BEGIN IMMEDIATE in a thread (it waits for writers of other processes),
-  statements inline (they change pages in memory under a lock already held), COMMIT in a
-  thread (the fsync). ROLLBACK, which touches no disk in WAL mode, runs inline.
+  sleeps (up to 100 ms each) ignore arrival order; then the node's lock, which queues the
+  processes' writers alike (chatmedia.db.writer_queue). It then runs on the one writer
+  connection: BEGIN IMMEDIATE in a thread, statements inline (they change pages in memory
+  under a lock already held), COMMIT in a thread (the fsync). ROLLBACK, which touches no
+  disk in WAL mode, runs inline.
 - Writers that queue share a commit (group commit, see `SqliteConnections.write`): under
   32 concurrent uploads a writer waited 150 ms for the lock, and BEGIN and COMMIT were a
   third of the time each one held it (docs/benchmarks.md, "Group commit").
@@ -52,6 +53,8 @@ from sqlalchemy.engine import (
 )
 from sqlalchemy.pool import NullPool, StaticPool
 from sqlalchemy.sql.base import Executable
+
+from chatmedia.db.writer_queue import NodeWriterLock
 
 # How long a writer waits for the write lock (this process's, then SQLite's) before it
 # gives up; then the request is answered 503.
@@ -168,6 +171,7 @@ class SqliteConnections:
         self._readers: list[Connection] = []
         self._writer: Connection | None = None
         self._write_lock = anyio.Lock(fast_acquire=True)
+        self._node_lock = NodeWriterLock(None if memory else f"{database}-writers", BUSY_SECONDS)
         self._group: _Group | None = None  # the write transaction open for a group commit
         self._closed = False
 
@@ -217,7 +221,7 @@ class SqliteConnections:
         try:
             group = self._group
             if group is None:
-                group = self._group = _Group(await to_thread.run_sync(self._begin_write))
+                group = self._group = await self._open_group()
             savepoint = group.conn.begin_nested()
             try:
                 yield SyncConnection(group.conn)
@@ -271,6 +275,15 @@ class SqliteConnections:
             finally:
                 self._write_lock.release()
 
+    async def _open_group(self) -> _Group:
+        """A write transaction for a group, begun holding the node's lock."""
+        node_lock = await self._node_lock.acquire()
+        try:
+            return _Group(await to_thread.run_sync(self._begin_write), node_lock)
+        except BaseException:
+            self._node_lock.release(node_lock)
+            raise
+
     async def _commit(self, group: _Group) -> None:
         self._group = None
         try:
@@ -278,7 +291,7 @@ class SqliteConnections:
         except BaseException as e:
             self._fail(group, e)
         finally:
-            group.committed.set()
+            self._end(group)
             if self._closed:
                 self._close_writer()
 
@@ -286,9 +299,17 @@ class SqliteConnections:
         if self._group is group:
             self._group = None
         group.error = error
+        try:
+            if group.conn.in_transaction():
+                group.conn.rollback()
+        finally:
+            self._end(group)
+
+    def _end(self, group: _Group) -> None:
+        """The group's transaction is over: wake its writers, let the node's next in."""
         group.committed.set()
-        if group.conn.in_transaction():
-            group.conn.rollback()
+        self._node_lock.release(group.node_lock)
+        group.node_lock = None
 
     async def _lock_for_writing(self) -> None:
         try:
@@ -340,6 +361,7 @@ class _Group:
     """Writers sharing one transaction and its commit."""
 
     conn: Connection
+    node_lock: int | None  # the descriptor holding the node's writer lock
     committed: anyio.Event = field(default_factory=anyio.Event)
     error: BaseException | None = None
     committer_queued: bool = False
