@@ -33,7 +33,7 @@ from chatmedia.http.routes import (
     webhooks,
 )
 from chatmedia.http.security import SecurityHeadersMiddleware
-from chatmedia.http.shortcut import DownloadShortcut
+from chatmedia.http.shortcut import Shortcut
 from chatmedia.pipelines.events import prune_events
 from chatmedia.pipelines.files import sweep_expired
 from chatmedia.pipelines.keys import create_first_key, record_key_use
@@ -119,9 +119,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tenants.router)
     app.include_router(compat.router)
     app.include_router(system.router)
-    # Added first, so innermost: metrics count replays; routing stays inside it.
+    # Added first, so innermost: the shortcut answers uploads only once the idempotency
+    # middleware has seen them; metrics count replays.
+    app.add_middleware(Shortcut, services=services)
     app.add_middleware(IdempotencyMiddleware, services=services, routes=IDEMPOTENT_ROUTES)
-    app.add_middleware(DownloadShortcut, services=services)
     app.add_middleware(
         MetricsMiddleware, metrics=metrics, uploads=UPLOAD_ROUTES, downloads=DOWNLOAD_ROUTES
     )

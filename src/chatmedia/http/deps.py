@@ -83,19 +83,28 @@ def authorized(*scopes: Scope) -> Any:
     return Security(_authorize, scopes=list(scopes))
 
 
+async def widget_or_principal(request: Request, *scopes: Scope) -> Principal:
+    """The request's principal holding `scopes` (as `authorized`), or with
+    CHATMEDIA_COMPAT_UPLOAD=open and no key at all, a customer widget's."""
+    services: Services = request.app.state.services
+    settings = services.settings
+    if settings.compat_upload == "open" and "authorization" not in request.headers:
+        origin = request.headers.get("origin")
+        if origin is not None and origin not in settings.cors_origins:
+            raise OriginNotAllowed(f"uploads without a key are not taken from {origin}")
+        services.limiter.admit_anonymous(request.scope)
+        return widget(settings.compat_upload_tenant)
+    principal = await request_principal(request)
+    principal.require(*scopes)
+    return principal
+
+
 async def _widget_or_authorize(
     request: Request,
     required: SecurityScopes,
     _scheme: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
 ) -> Principal:
-    settings = request.app.state.services.settings
-    if settings.compat_upload == "open" and "authorization" not in request.headers:
-        origin = request.headers.get("origin")
-        if origin is not None and origin not in settings.cors_origins:
-            raise OriginNotAllowed(f"uploads without a key are not taken from {origin}")
-        request.app.state.services.limiter.admit_anonymous(request.scope)
-        return widget(settings.compat_upload_tenant)
-    return await _authorize(request, required)
+    return await widget_or_principal(request, *required.scopes)  # type: ignore[arg-type]
 
 
 def widget_or_authorized(*scopes: Scope) -> Any:

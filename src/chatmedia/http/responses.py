@@ -75,10 +75,15 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(400, "invalid_request", problems or "the request is not valid")
 
 
-async def _client_disconnect(_request: Request, _exc: Exception) -> Response:
-    # Nobody reads this answer; 499 ("client closed request") keeps it apart in metrics.
+def client_disconnected() -> Response:
+    """The answer to a client that hung up mid-body: nobody reads it; 499 ("client closed
+    request") keeps it apart in metrics."""
     log.info("client disconnected before its request body ended")
     return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
+async def _client_disconnect(_request: Request, _exc: Exception) -> Response:
+    return client_disconnected()
 
 
 def unavailable(exc: Exception) -> BackendUnavailable:
@@ -88,9 +93,14 @@ def unavailable(exc: Exception) -> BackendUnavailable:
     return BackendUnavailable(str(exc))
 
 
-async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
+def unexpected_error(exc: Exception) -> JSONResponse:
+    """A logged 500 without internals, for an error nobody expected."""
     log.error("unhandled error", exc_info=exc)
     return error_response(500, "internal_error", "the server failed to handle the request")
+
+
+async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
+    return unexpected_error(exc)
 
 
 def install_error_handlers(app: FastAPI) -> None:

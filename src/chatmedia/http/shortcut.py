@@ -1,12 +1,14 @@
-"""Downloads, answered without FastAPI's routing and dependency resolution.
+"""Downloads and uploads, answered without FastAPI's routing and dependency resolution.
 
-Fetching a file's content is most of what a chat media server is asked, and for a small
+Fetching and storing files is most of what a chat media server is asked, and for a small
 file FastAPI's machinery costs more than the work itself: the routing, the dependency
 resolution and the middleware between them took about as long as authenticating, looking
 the file up and reading it (docs/benchmarks.md, "Downloads skip FastAPI"). This middleware
-recognises the two content routes by their path and calls the very endpoint functions
-FastAPI would, with the same key check; a request it does not fully recognise (another
-route, a missing query parameter) goes on to the app, so both ways answer alike.
+recognises the content and upload routes by their path and calls the very endpoint
+functions FastAPI would, with the same key and scope checks, and answers errors as the
+app's handlers do; a request it does not fully recognise (another route, a missing query
+parameter) goes on to the app, so both ways answer alike. It sits inside the idempotency
+middleware, which sees every upload first.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from starlette.datastructures import QueryParams
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,8 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from chatmedia.access.links import is_signed
 from chatmedia.errors import ChatMediaError
 from chatmedia.http.content import content_response
-from chatmedia.http.deps import credential_check, request_principal
-from chatmedia.http.responses import render_error
+from chatmedia.http.deps import credential_check, request_principal, widget_or_principal
+from chatmedia.http.responses import client_disconnected, render_error, unexpected_error
 from chatmedia.http.routes import compat, files
 from chatmedia.pipelines.files import linked_file
 from chatmedia.services import BACKEND_OUTAGES, Services
@@ -33,9 +35,10 @@ _HANDLED: tuple[type[Exception], ...] = (ChatMediaError, *BACKEND_OUTAGES)
 Answer = Callable[[Request, Services], Awaitable[Response | None]]
 
 
-class DownloadShortcut:
+class Shortcut:
     """GET and HEAD of `/v1/files/{file_id}/content` and of the file-engine's
-    `downloadFileStream`, straight to their endpoints; everything else to `app`."""
+    `downloadFileStream`, and POST of `/v1/files` and of `uploadFileStream`, straight to
+    their endpoints; everything else to `app`."""
 
     def __init__(self, app: ASGIApp, services: Services) -> None:
         self.app = app
@@ -45,6 +48,8 @@ class DownloadShortcut:
         self.routes = (
             Route("/v1/files/{file_id}/content", _native, methods=["GET", "HEAD"]),
             Route("/file-engine/api/downloadFileStream", _file_engine, methods=["GET", "HEAD"]),
+            Route("/v1/files", _native_upload, methods=["POST"]),
+            Route("/file-engine/api/uploadFileStream", _file_engine_upload, methods=["POST"]),
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -75,11 +80,20 @@ class DownloadShortcut:
                 return False
             # A response may still fail before it starts (the store refusing to open).
             await response(scope, receive, send_once_started)
-        except _HANDLED as exc:
+        except Exception as exc:
             if started:
                 raise
-            await render_error(exc, scope["path"])(scope, receive, send)
+            await _error_answer(exc, scope)(scope, receive, send)
         return True
+
+
+def _error_answer(exc: Exception, scope: Scope) -> Response:
+    """What the app's exception handlers answer (chatmedia.http.responses)."""
+    if isinstance(exc, _HANDLED):
+        return render_error(exc, scope["path"])
+    if isinstance(exc, ClientDisconnect):
+        return client_disconnected()
+    return unexpected_error(exc)
 
 
 async def _native(request: Request, services: Services) -> Response:
@@ -94,6 +108,17 @@ async def _native(request: Request, services: Services) -> Response:
     principal = await request_principal(request)
     principal.require("files:read")
     return await files.get_content(request.path_params["file_id"], request, services, principal)
+
+
+async def _native_upload(request: Request, services: Services) -> Response:
+    principal = await request_principal(request)
+    principal.require("files:write")
+    return await files.upload_file(request, services, principal)
+
+
+async def _file_engine_upload(request: Request, services: Services) -> Response:
+    principal = await widget_or_principal(request, "files:write")
+    return await compat.upload_file_stream(request, services, principal)
 
 
 async def _file_engine(request: Request, services: Services) -> Response | None:
