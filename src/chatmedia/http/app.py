@@ -34,6 +34,7 @@ from chatmedia.http.routes import (
 )
 from chatmedia.http.security import SecurityHeadersMiddleware
 from chatmedia.http.shortcut import Shortcut
+from chatmedia.memory import trim_when_quiet
 from chatmedia.pipelines.events import prune_events
 from chatmedia.pipelines.files import sweep_expired
 from chatmedia.pipelines.keys import create_first_key, record_key_use
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 listen_for_events, services.db, services.bus.notify, services.cache, stopping
             )
             tasks.start_soon(_record_key_use, services, stopping)
+            tasks.start_soon(trim_when_quiet, lambda: metrics.answered, stopping)
             yield
             # Let the loops end between transactions rather than cancel them inside one.
             stopping.set()

@@ -41,6 +41,8 @@ class Metrics:
             buckets=_DURATION_BUCKETS,
             registry=self.registry,
         )
+        # Exchanges answered so far, as a plain number (chatmedia.memory watches it).
+        self.answered = 0
 
 
 class MetricsMiddleware:
@@ -89,6 +91,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, counting_receive, counting_send)
         finally:
+            self.metrics.answered += 1
             self.metrics.bytes_in.inc(received)
             self.metrics.bytes_out.inc(sent)
             route = scope.get("route")
