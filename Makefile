@@ -34,6 +34,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/transfer.py
 	$(BIN)/python bench/ceilings.py
 	$(BIN)/python bench/limits_ab.py
+	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/fanout.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

@@ -155,6 +155,8 @@ class Chatmedia:
     upload_spec: UploadSpec = field(
         default_factory=lambda: UploadSpec("POST", "/v1/files", True, None, frozenset({201}))
     )
+    # An nginx in front of it (its master process), whose CPU counts as the server's too.
+    front_pid: int | None = None
 
     @property
     def auth(self) -> Mapping[str, str]:
@@ -171,8 +173,9 @@ class Chatmedia:
         return worker_pids(self.server_pid)
 
     def cpu_pids(self) -> list[int]:
-        """The main granian process and its workers."""
-        return [self.server_pid, *descendants(self.server_pid)]
+        """The main granian process and its workers (and the nginx in front, if any)."""
+        front = [] if self.front_pid is None else [self.front_pid, *descendants(self.front_pid)]
+        return [self.server_pid, *descendants(self.server_pid), *front]
 
     def upload(self, path: Path, sha256: str) -> Stored:
         """POST /v1/files; checks the size and SHA-256 the server reports."""
@@ -219,6 +222,89 @@ def chatmedia(
     with running_server(workdir, MAX_UPLOAD, workers, source, settings) as server:
         port = int(server.base_url.rsplit(":", 1)[1])
         yield Chatmedia(server.process.pid, server.data_dir, ("127.0.0.1", port), server.key)
+
+
+ACCEL_PREFIX = "/internal-blobs/"
+ACCEL_CONF = """\
+# nginx in front of chatmedia with CHATMEDIA_ACCEL_REDIRECT, as docs/deploy.md sets it up:
+# chatmedia checks every request, nginx sends the file (sendfile). Tuned as NGINX_CONF.
+{user}worker_processes auto;
+daemon off;
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    client_max_body_size 1g;
+    client_body_temp_path {root}/body-temp;
+    proxy_temp_path {root}/proxy-temp;
+    fastcgi_temp_path {root}/fastcgi-temp;
+    uwsgi_temp_path {root}/uwsgi-temp;
+    scgi_temp_path {root}/scgi-temp;
+    upstream chatmedia {{
+        server {upstream};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://chatmedia;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_request_buffering off;
+            proxy_buffering off;
+        }}
+        location {prefix} {{
+            internal;
+            alias {blobs}/;
+            etag off;
+            if_modified_since off;
+            add_header ETag $upstream_http_etag always;
+            add_header Content-Security-Policy $upstream_http_content_security_policy always;
+            add_header X-Content-Type-Options $upstream_http_x_content_type_options always;
+        }}
+    }}
+}}
+"""
+
+
+@contextmanager
+def chatmedia_accel(
+    workdir: Path,
+    workers: int | None,
+    source: Path | None = None,
+    settings: Mapping[str, str] | None = None,
+) -> Iterator[Chatmedia]:
+    """A second chatmedia (local blobs) with CHATMEDIA_ACCEL_REDIRECT behind its own nginx,
+    reached through nginx: the optional offload for whole-file downloads."""
+    root = workdir / "accel"
+    root.mkdir()
+    accel = dict(settings or {}) | {"CHATMEDIA_ACCEL_REDIRECT": ACCEL_PREFIX}
+    with running_server(root, MAX_UPLOAD, workers, source, accel) as server:
+        port = free_port()
+        user = f"user {pwd.getpwuid(os.geteuid()).pw_name};\n" if os.geteuid() == 0 else ""
+        conf = root / "nginx.conf"
+        upstream = server.base_url.removeprefix("http://")
+        blobs = server.data_dir / "blobs"
+        conf.write_text(ACCEL_CONF.format(user=user, root=root, port=port, upstream=upstream,
+                                          prefix=ACCEL_PREFIX, blobs=blobs))  # fmt: skip
+        log = root / "nginx.log"
+        command = [str(NGINX), "-p", str(root), "-c", str(conf), "-e", str(root / "error.log")]
+        process = start_process(command, root, None, log)
+        try:
+            wait_http(process, f"http://127.0.0.1:{port}/healthz", log, time.monotonic() + 10)
+            yield Chatmedia(
+                server.process.pid, server.data_dir, ("127.0.0.1", port), server.key,
+                name="chatmedia-accel", front_pid=process.pid,
+            )  # fmt: skip
+        finally:
+            stop(process)
 
 
 # --- nginx ----------------------------------------------------------------------------------

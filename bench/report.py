@@ -32,6 +32,7 @@ class RatioTarget:
     metric: str
     peer: str
     minimum: float
+    ours: str = CHATMEDIA  # which of chatmedia's ways is judged
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,21 +44,25 @@ class MemoryTarget:
     limit_mib: float
 
 
+# The performance issue's required targets (its goals are in docs/benchmarks.md).
+ACCEL = "chatmedia-accel"  # behind nginx, whole files sent by nginx (X-Accel-Redirect)
 RATIO_TARGETS = (
-    RatioTarget("W1x1", "mb_per_s", "nginx", 0.8),
     RatioTarget("W1x1", "mb_per_s", "synapse", 3.0),
-    RatioTarget("W1x8", "mb_per_s", "nginx", 0.8),
     RatioTarget("W1x8", "mb_per_s", "synapse", 3.0),
+    RatioTarget("W1x1", "mb_per_s", "nginx", 0.8, ACCEL),
+    RatioTarget("W1x8", "mb_per_s", "nginx", 0.8, ACCEL),
     RatioTarget("W2", "requests_per_s", "nginx", 0.25),
+    RatioTarget("W2", "requests_per_s", "nginx", 0.25, "chatmedia-signed"),
     RatioTarget("W2", "requests_per_s", "synapse", 10.0),
-    RatioTarget("W3", "uploads_per_s", "synapse", 3.0),
-    RatioTarget("W4", "mb_per_s", "nginx", 0.7),
+    RatioTarget("W2", "requests_per_s", "synapse", 10.0, "chatmedia-signed"),
+    RatioTarget("W3", "uploads_per_s", "synapse", 1.5),
     RatioTarget("W4", "mb_per_s", "synapse", 2.0),
     RatioTarget("W5", "requests_per_s", "nginx", 0.3),
 )
+W3_P99_MS = 100.0
 MEMORY_TARGETS = (
     MemoryTarget("idle RSS after start", "idle_start", 80),
-    MemoryTarget("idle RSS after the workloads", "idle_end", 80),
+    MemoryTarget("idle RSS after the workloads", "idle_end", 100),
     MemoryTarget("peak RSS during W4, fresh process", "first_W4_peak", 100),
     MemoryTarget("peak RSS during W4, highest over the runs", "W4", 100),
     MemoryTarget("peak RSS during W1 with 8 clients, fresh process", "first_W1x8_peak", 120),
@@ -148,14 +153,26 @@ def verdicts(document: Mapping[str, Any]) -> list[dict[str, Any]]:
     samples = document["samples"]
     rows: list[dict[str, Any]] = []
     for t in RATIO_TARGETS:
-        r = ratios(samples, t.workload, t.metric, t.peer)
+        r = ratios(samples, t.workload, t.metric, t.peer, t.ours)
+        who = "" if t.ours == CHATMEDIA else f" ({t.ours})"
         rows.append(
             {
-                "target": f"{t.workload} ≥ {t.minimum:g}{TIMES} {t.peer}",
+                "target": f"{t.workload}{who} ≥ {t.minimum:g}{TIMES} {t.peer}",
                 "measured": r.show_ratio() if r else "not measured",
                 "verdict": ("PASS" if r.median >= t.minimum else "MISS") if r else "n/a",
             }
         )
+    # W3's latency: each upload hashed and fsynced, 32 at once.
+    p99 = [x["metrics"]["p99_ms"] for x in _good(samples, "W3", CHATMEDIA)]
+    rows.append(
+        {
+            "target": f"W3 p99 ≤ {W3_P99_MS:g} ms",
+            "measured": Spread.of(p99).show(1) + " ms" if p99 else "not measured",
+            "verdict": ("PASS" if statistics.median(p99) <= W3_P99_MS else "MISS")
+            if p99
+            else "n/a",
+        }
+    )
     memory = document.get("memory", {}).get(CHATMEDIA, {})
     for m in MEMORY_TARGETS:
         value = memory[m.what] if m.what in memory else peak_rss(samples, m.what, CHATMEDIA)

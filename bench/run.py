@@ -60,6 +60,7 @@ RETRIES = 2  # times a disturbed measurement is taken again
 # The same chatmedia server, downloading without a key: through the file-engine's URL and
 # through a File's signed url. They are measured on W2 only.
 KEYLESS = ("chatmedia-fe", "chatmedia-signed")
+ACCEL = "chatmedia-accel"  # a second chatmedia, behind nginx, sending files through it (W1)
 QUIET_WAIT = 120.0  # seconds to wait at most for the machine to be quiet
 # One key (and one address) sends every request of a workload, thousands a second: the
 # limits are checked on every request but set above what the benchmark reaches, so that
@@ -202,6 +203,8 @@ def targets_for(workload: str, peer_list: list[Peer], probes: dict[str, Any]) ->
     chosen = []
     for peer in peer_list:
         if peer.name in KEYLESS and workload != "W2":
+            continue
+        if peer.name == ACCEL and not workload.startswith("W1"):
             continue
         if workload == "W5" and not probes.get(peer.name, {"honoured": True})["honoured"]:
             continue
@@ -356,6 +359,9 @@ def start_peers(
         peer_list.append(replace(cm, signed=True, name="chatmedia-signed"))
     if "nginx" in args.peer_names:
         peer_list.append(stack.enter_context(peers.nginx(workdir)))
+        if args.backend == BACKENDS[0]:  # the offload sends local files only
+            accel = peers.chatmedia_accel(workdir, args.chatmedia_workers, source, settings)
+            peer_list.append(stack.enter_context(accel))
     if synapse_python is not None:
         console.print("starting Synapse (takes a few seconds)")
         synapse = peers.synapse(workdir, synapse_python, args.synapse_info_logs)
