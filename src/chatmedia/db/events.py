@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,9 +19,21 @@ ALL_EVENTS = "*"
 # that makes events commit in id order.
 NOTIFY_CHANNEL = "chatmedia_events"
 _APPEND_LOCK = 0x63686D65  # "chme"
+# No id is above this: "after `seq`" with no upper bound.
+_NO_BOUND = 2**63 - 1
 _HOOKS = sa.select(webhooks.c.id, webhooks.c.events).where(
     webhooks.c.tenant == sa.bindparam("tenant")
 )
+# Built once: event streams run these on every wake-up, and building a statement costs more
+# than running it (SQLAlchemy caches the compiled form of a statement object it has seen).
+_AFTER = (
+    sa.select(events)
+    .where(events.c.seq > sa.bindparam("after"), events.c.seq <= sa.bindparam("upto"))
+    .order_by(events.c.seq)
+    .limit(sa.bindparam("limit"))
+)
+_TENANT_AFTER = _AFTER.where(events.c.tenant == sa.bindparam("tenant"))
+_NEWEST = sa.select(sa.func.max(events.c.seq))
 
 
 class Events:
@@ -73,16 +86,14 @@ class Events:
             await self._conn.execute(deliveries.insert(), rows)
         return Event(seq, kind, conversation_id, dict(data), now, self._tenant)
 
-    async def after(self, seq: int, conversations: Conversations, limit: int) -> list[Event]:
-        """The tenant's events newer than `seq` in `conversations`, oldest first."""
-        query = (
-            sa.select(events)
-            .where(events.c.seq > seq, events.c.tenant == self._tenant)
-            .where(conversations.clause(events.c.conversation_id))
-            .order_by(events.c.seq)
-            .limit(limit)
-        )
-        return [_event(r) for r in await self._conn.execute(query)]
+    async def after(
+        self, seq: int, conversations: Conversations, limit: int, upto: int | None = None
+    ) -> list[Event]:
+        """The tenant's events newer than `seq` (and not newer than `upto`) in
+        `conversations`, oldest first."""
+        values = {"after": seq, "upto": _NO_BOUND if upto is None else upto, "limit": limit}
+        rows = await self._conn.execute(_after_in(conversations), values | {"tenant": self._tenant})
+        return [_event(r) for r in rows]
 
     async def delete_some_of(self, conversation_id: str, limit: int, keep: str) -> int:
         """Remove up to `limit` events of the conversation (but those of type `keep`) with
@@ -100,9 +111,16 @@ class Events:
         return len(seqs)
 
 
+async def logged_after(conn: Conn, seq: int, limit: int) -> list[Event]:
+    """Every tenant's events newer than `seq`, oldest first: what a process's shared feed
+    reads once for all its streams, which each keep their own."""
+    rows = await conn.execute(_AFTER, {"after": seq, "upto": _NO_BOUND, "limit": limit})
+    return [_event(r) for r in rows]
+
+
 async def last_event_seq(conn: Conn) -> int:
     """The newest event's id (of any tenant: ids are shared), 0 when there is none."""
-    return int(await conn.scalar(sa.select(sa.func.max(events.c.seq))) or 0)
+    return int(await conn.scalar(_NEWEST) or 0)
 
 
 async def delete_events_before(conn: Conn, moment: datetime) -> int:
@@ -117,6 +135,13 @@ async def delete_events_before(conn: Conn, moment: datetime) -> int:
         events.delete().where(events.c.created_at < moment, events.c.seq.not_in(waiting))
     )
     return result.rowcount
+
+
+@lru_cache(maxsize=256)
+def _after_in(conversations: Conversations) -> sa.Select[Any]:
+    """`_TENANT_AFTER` within `conversations`, one statement per distinct restriction (a
+    process's streams have few)."""
+    return _TENANT_AFTER.where(conversations.clause(events.c.conversation_id))
 
 
 def _event(row: sa.Row[Any]) -> Event:

@@ -8,27 +8,27 @@ import hashlib
 import hmac
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-import anyio
-
 from chatmedia.access.principal import Principal
+from chatmedia.bus import EventBus
 from chatmedia.db.engine import Conn
-from chatmedia.db.events import Events, delete_events_before, last_event_seq
+from chatmedia.db.events import Events, delete_events_before, last_event_seq, logged_after
 from chatmedia.db.files import link_generations
 from chatmedia.db.pages import Conversations
 from chatmedia.db.secrets import server_secret
 from chatmedia.errors import NotFound, Unauthorized
+from chatmedia.fanout import Audience, follow
 from chatmedia.models import Event
 from chatmedia.pipelines.keys import key_principal
 from chatmedia.services import Services
 from chatmedia.views import hosted_file_id, with_fresh_link
 
 KEEPALIVE_SECONDS = 15.0
-# Events logged by another process wake nobody here: they are found by polling this often.
+# Events logged by another process wake nobody here: they are found by polling this often
+# (by one stream of the process for all).
 POLL_SECONDS = 1.0
-PAGE = 200
 _SIGNING_KEY_NAME = "events-stream-token"  # the name of a secret kept in the database
 
 
@@ -39,36 +39,41 @@ def follow_events(
     `after` (from the log, so nothing missed while disconnected is lost), then each new one
     as it is logged, in id order; with `after` None, only new ones. Of one conversation, or
     of all with `conversation_id` None. Yields None after each KEEPALIVE_SECONDS of
-    silence. Raises NotFound for a conversation the principal does not see."""
+    silence. Raises NotFound for a conversation the principal does not see.
+
+    The streams of a process share one reading of the log (chatmedia.fanout): a new event
+    costs one query per process, however many streams are open."""
     if conversation_id is not None and not principal.sees(conversation_id):
         raise NotFound(f"no conversation '{conversation_id}'")
-    conversations = Conversations(only=conversation_id, patterns=principal.conversations)
-    return _follow(services, principal.tenant, conversations, after)
+    audience = Audience(principal.tenant, conversation_id, principal.conversations)
+    log = _Log(services)
+    return follow(services.bus.feed, log, audience, after, KEEPALIVE_SECONDS, POLL_SECONDS)
 
 
-async def _follow(
-    services: Services, tenant: str, conversations: Conversations, after: int | None
-) -> AsyncIterator[Event | None]:
-    if after is None:
-        async with services.db.read() as conn:
-            after = await last_event_seq(conn)
-    quiet_since = time.monotonic()
-    while True:
-        version = services.bus.version
-        async with services.db.read() as conn:
-            batch = await Events(conn, tenant).after(after, conversations, PAGE)
-            batch = await with_fresh_links(conn, services, batch)
-        for event in batch:
-            yield event
-            after = event.seq
-        if batch:
-            quiet_since = time.monotonic()
-            continue
-        with anyio.move_on_after(POLL_SECONDS):
-            await services.bus.wait(version)
-        if time.monotonic() - quiet_since >= KEEPALIVE_SECONDS:
-            yield None
-            quiet_since = time.monotonic()
+@dataclass(frozen=True, slots=True)
+class _Log:
+    """The event log of the services' database, as `chatmedia.fanout` reads it."""
+
+    services: Services
+
+    @property
+    def bus(self) -> EventBus:
+        return self.services.bus
+
+    async def newest(self) -> int:
+        async with self.services.db.read() as conn:
+            return await last_event_seq(conn)
+
+    async def read(
+        self, after: int, limit: int, audience: Audience | None = None, upto: int | None = None
+    ) -> list[Event]:
+        async with self.services.db.read() as conn:
+            if audience is None:
+                batch = await logged_after(conn, after, limit)
+            else:
+                conversations = Conversations(audience.only, audience.patterns)
+                batch = await Events(conn, audience.tenant).after(after, conversations, limit, upto)
+            return await with_fresh_links(conn, self.services, batch)
 
 
 async def with_fresh_links(conn: Conn, services: Services, batch: list[Event]) -> list[Event]:
