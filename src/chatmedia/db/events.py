@@ -21,6 +21,7 @@ NOTIFY_CHANNEL = "chatmedia_events"
 _APPEND_LOCK = 0x63686D65  # "chme"
 # No id is above this: "after `seq`" with no upper bound.
 _NO_BOUND = 2**63 - 1
+_INSERT = events.insert()
 _HOOKS = sa.select(webhooks.c.id, webhooks.c.events).where(
     webhooks.c.tenant == sa.bindparam("tenant")
 )
@@ -66,7 +67,7 @@ class Events:
             "created_at": now,
             "tenant": self._tenant,
         }
-        result = await self._conn.execute(events.insert(), values)
+        result = await self._conn.execute(_INSERT, values)
         seq = int(result.inserted_primary_key[0])  # type: ignore[index]
         hooks = await self._conn.execute(_HOOKS, {"tenant": self._tenant})
         rows = [

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from chatmedia.db.changes import file_changed
-from chatmedia.db.engine import Conn, insert_ignore
+from chatmedia.db.engine import Conn
 from chatmedia.db.pages import Conversations, newest_first
 from chatmedia.db.schema import blobs, files
 from chatmedia.models import FileRecord
@@ -24,10 +24,14 @@ _BY_ID = sa.select(files).where(
 )
 _ANY_BY_ID = sa.select(files).where(files.c.id == sa.bindparam("file_id"))
 _BY_STORED_NAME = sa.select(files).where(files.c.stored_name == sa.bindparam("stored_name"))
+# An upload's statements too: the same SQL text each time, so that the driver runs its
+# prepared statement again (sqlite3's statement cache, asyncpg's).
+_DIALECTS = (("sqlite", sqlite), ("postgresql", postgresql))
 _INSERT_NEW_NAME = {
     name: dialect.insert(files).on_conflict_do_nothing(index_elements=[files.c.stored_name])
-    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
+    for name, dialect in _DIALECTS
 }
+_INSERT_BLOB = {name: dialect.insert(blobs).on_conflict_do_nothing() for name, dialect in _DIALECTS}
 _LOCK_BLOB = (
     sa.select(blobs.c.sha256).where(blobs.c.sha256 == sa.bindparam("sha256")).with_for_update()
 )
@@ -102,7 +106,7 @@ class Files:
     async def lock_blob(self, sha256: str, size: int, now: datetime) -> None:
         """Make sure the blob row exists and hold its lock until the transaction ends, so
         that no concurrent deletion can remove the blob while a new file comes to use it."""
-        insert = insert_ignore(self._conn, blobs)
+        insert = _INSERT_BLOB[self._conn.dialect.name]
         row = {"sha256": sha256, "size": size, "created_at": now}
         # A deletion may remove the row between the two statements: then insert it anew.
         for _ in range(3):
