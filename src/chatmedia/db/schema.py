@@ -32,7 +32,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 
 # The migration (db/migrations/versions) that creates exactly these tables.
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 
 metadata = sa.MetaData(
     naming_convention={
@@ -177,8 +177,11 @@ deliveries = sa.Table(
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("delivered_at", UTCDateTime, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
-    sa.Index(None, "status", "next_attempt_at"),
-    sa.Index(None, "webhook_id", "queue", "event_seq"),
+    # For the claim (chatmedia.db.webhooks.Outbox): the oldest pending deliveries in order,
+    # and a queue's oldest pending one, or every queue's, by index seeks. Delivered rows,
+    # however many, sort apart in both.
+    sa.Index(None, "status", "event_seq"),
+    sa.Index(None, "status", "webhook_id", "queue", "event_seq"),
     sa.Index(None, "webhook_id", "seq"),
 )
 

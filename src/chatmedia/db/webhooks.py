@@ -107,6 +107,107 @@ class Webhooks:
         return [_delivery(r) for r in rows], next_seq
 
 
+# How many of the oldest pending deliveries a claim looks through before it looks at the
+# head of every queue instead (Outbox.claim_due).
+_WINDOW = 256
+
+
+def _claimable(candidates: sa.FromClause, *also: sa.ColumnElement[bool]) -> sa.Select[tuple[int]]:
+    """The seqs of up to `limit` of `candidates` that are pending, due at `now` and not
+    leased (and meet `also`), oldest event first. Built once: composing a statement costs
+    more than running it."""
+    now: sa.BindParameter[datetime] = sa.bindparam("now")
+    return (
+        sa.select(deliveries.c.seq)
+        .join_from(candidates, deliveries, deliveries.c.seq == candidates.c.seq)
+        .where(
+            # Checked on the row itself: on PostgreSQL, a row another claimer settled after
+            # this statement's snapshot is read again once it is locked.
+            deliveries.c.status == "pending",
+            deliveries.c.next_attempt_at <= now,
+            sa.or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now),
+            *also,
+        )
+        # By the candidates' columns: SQLite then reads the few candidates and looks each
+        # delivery up, rather than walk every pending delivery in this order.
+        .order_by(candidates.c.event_seq, candidates.c.seq)
+        .limit(sa.bindparam("limit"))
+        # Nodes claiming at once pass over each other's rows instead of waiting (SQLite
+        # has no row locks; its write lock serializes claims already).
+        .with_for_update(of=deliveries, skip_locked=True)
+    )
+
+
+def _oldest_pending() -> sa.Subquery:
+    """The _WINDOW oldest pending deliveries, read in order from (status, event_seq)."""
+    return (
+        sa.select(deliveries.c.seq, deliveries.c.event_seq)
+        .where(deliveries.c.status == "pending")
+        .order_by(deliveries.c.event_seq, deliveries.c.seq)
+        .limit(_WINDOW)
+        .subquery("oldest_pending")
+    )
+
+
+def _is_head() -> sa.ColumnElement[bool]:
+    """No earlier delivery of its queue is pending: one seek in (status, webhook_id,
+    queue, event_seq), whatever was delivered before."""
+    earlier = deliveries.alias("earlier")
+    return ~sa.exists().where(
+        earlier.c.status == "pending",
+        earlier.c.webhook_id == deliveries.c.webhook_id,
+        earlier.c.queue == deliveries.c.queue,
+        earlier.c.event_seq < deliveries.c.event_seq,
+    )
+
+
+def _queue_heads() -> sa.CTE:
+    """The oldest pending delivery of every queue (`seq`, `webhook_id`, `queue`,
+    `event_seq`), found without reading the rest of any queue: a recursive walk over the
+    index (status, webhook_id, queue, event_seq), where from one queue's head one seek
+    finds the next queue of the same webhook with its head first (or the first queue of the
+    next webhook). A seek or two per queue, however long the queues and however many were
+    delivered. (`event_seq` is unique within a queue: one delivery per event and webhook.)"""
+    first = (
+        sa.select(
+            deliveries.c.seq, deliveries.c.webhook_id, deliveries.c.queue, deliveries.c.event_seq
+        )
+        .where(deliveries.c.status == "pending")
+        .order_by(deliveries.c.webhook_id, deliveries.c.queue, deliveries.c.event_seq)
+        .limit(1)
+        .subquery("oldest")  # SQLite takes no LIMIT in a UNION's first member itself
+    )
+    heads = sa.select(first).cte("heads", recursive=True)
+    later = deliveries.alias("later")
+    next_queue = (
+        sa.select(later.c.seq)
+        .where(
+            later.c.status == "pending",
+            later.c.webhook_id == heads.c.webhook_id,
+            later.c.queue > heads.c.queue,
+        )
+        .order_by(later.c.queue, later.c.event_seq)
+        .limit(1)
+        .scalar_subquery()
+    )
+    next_webhook = (
+        sa.select(later.c.seq)
+        .where(later.c.status == "pending", later.c.webhook_id > heads.c.webhook_id)
+        .order_by(later.c.webhook_id, later.c.queue, later.c.event_seq)
+        .limit(1)
+        .scalar_subquery()
+    )
+    head = deliveries.alias("head")
+    step = sa.select(head.c.seq, head.c.webhook_id, head.c.queue, head.c.event_seq).join_from(
+        heads, head, head.c.seq == sa.func.coalesce(next_queue, next_webhook)
+    )
+    return heads.union_all(step)
+
+
+_DUE_AMONG_OLDEST = _claimable(_oldest_pending(), _is_head())
+_DUE_HEADS = _claimable(_queue_heads())
+
+
 class Outbox:
     """The deliveries of every tenant, as the dispatcher takes and settles them."""
 
@@ -115,29 +216,20 @@ class Outbox:
 
     async def claim_due(self, now: datetime, lease: timedelta, limit: int) -> list[Claimed]:
         """Take up to `limit` deliveries that are due, each the oldest pending one of its
-        queue (a webhook and a conversation), and lease them for `lease`: a queue is never
-        attempted out of order, nor twice at once."""
-        earlier = deliveries.alias("earlier")
-        heads = (
-            sa.select(deliveries.c.seq)
-            .where(
-                deliveries.c.status == "pending",
-                deliveries.c.next_attempt_at <= now,
-                sa.or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now),
-                ~sa.exists().where(
-                    earlier.c.webhook_id == deliveries.c.webhook_id,
-                    earlier.c.queue == deliveries.c.queue,
-                    earlier.c.status == "pending",
-                    earlier.c.event_seq < deliveries.c.event_seq,
-                ),
-            )
-            .order_by(deliveries.c.event_seq)
-            .limit(limit)
-            # Nodes claiming at once pass over each other's rows instead of waiting (SQLite
-            # has no row locks; its write lock serializes claims already).
-            .with_for_update(of=deliveries, skip_locked=True)
-        )
-        seqs = list((await self._conn.scalars(heads)).all())
+        queue (a webhook and a conversation), oldest event first, and lease them for
+        `lease`: a queue is never attempted out of order, nor twice at once.
+
+        This runs under SQLite's write lock, so its cost must not grow with the backlog.
+        Most often the oldest pending deliveries hold enough due queue heads: the first
+        query looks only at those (_WINDOW at most) and, as they are the oldest, takes what
+        a look at every queue would take. When they do not (queues held back by an attempt
+        under way or a retry to come, or fewer due than asked), the second looks at the
+        head of every queue, each found with an index seek or two."""
+        params = {"now": now, "limit": limit}
+        seqs = list((await self._conn.scalars(_DUE_AMONG_OLDEST, params)).all())
+        if len(seqs) < limit:
+            # It finds those again too: locks this transaction holds skip nothing.
+            seqs = list((await self._conn.scalars(_DUE_HEADS, params)).all())
         if not seqs:
             return []
         await self._conn.execute(
@@ -148,7 +240,7 @@ class Outbox:
             .join(webhooks, webhooks.c.id == deliveries.c.webhook_id)
             .join(events, events.c.seq == deliveries.c.event_seq)
             .where(deliveries.c.seq.in_(seqs))
-            .order_by(deliveries.c.event_seq)
+            .order_by(deliveries.c.event_seq, deliveries.c.seq)
         )
         rows = (await self._conn.execute(query)).all()
         return [_claimed(r) for r in rows]
