@@ -31,6 +31,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py --peers chatmedia --only W2,W3 --runs 3 --chatmedia-workers 2
 	$(BIN)/python bench/transfer.py
 	$(BIN)/python bench/ceilings.py
 	$(BIN)/python bench/limits_ab.py
