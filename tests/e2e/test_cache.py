@@ -1,10 +1,12 @@
-"""The download path's record cache through a real `chatmedia serve` with two workers:
-every change that hides a file or ends a credential holds at once on both workers — from
-the very next request, whichever worker takes it — after both have served (and cached) the
-file and the key many times. Two nodes over PostgreSQL: tests/e2e/test_nodes.py."""
+"""A real `chatmedia serve` with two workers. The download path's record cache: every
+change that hides a file or ends a credential holds at once on both workers — from the
+very next request, whichever worker takes it — after both have served (and cached) the
+file and the key many times (two nodes over PostgreSQL: tests/e2e/test_nodes.py). And the
+writers of both workers queue on the node's lock: concurrent uploads all succeed."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -94,3 +96,20 @@ def test_an_erased_conversation_is_gone_from_every_worker_at_once(server: Server
         assert admin.delete("/v1/conversations/cache-3").status_code == 200
     for url in urls:
         assert statuses(url, server.auth) == {404}
+
+
+def test_both_workers_take_concurrent_uploads(server: Server) -> None:
+    def one(n: int) -> int:
+        with server.client(headers=server.auth) as client:
+            answer = client.post(
+                "/v1/files", files={"file": (f"{n}.bin", secrets.token_bytes(2048 + n))},
+                data={"conversationId": "cache-uploads"},
+            )  # fmt: skip
+        return answer.status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        assert set(pool.map(one, range(64))) == {201}
+    with server.client(headers=server.auth) as client:
+        page = client.get("/v1/files", params={"conversationId": "cache-uploads", "limit": 100})
+    assert len(page.json()["items"]) == 64
+    assert (server.data_dir / "chatmedia.db-writers").exists()  # the node's writer lock

@@ -4,6 +4,7 @@ a 503 rather than a hang when the write lock does not come."""
 
 from __future__ import annotations
 
+import multiprocessing
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,6 +152,50 @@ async def test_writers_of_every_process_queue_on_the_node_lock(
     assert await names(db) == ["queued"]
     # Its own lock is let go after each commit: the other process gets it at once.
     other.release(await other.acquire())
+
+
+def _hold_node_lock(path: str, held: Any, release: Any) -> None:
+    async def hold() -> None:
+        lock = NodeWriterLock(path, 5)
+        fd = await lock.acquire()
+        held.set()
+        release.wait(30)
+        lock.release(fd)
+
+    anyio.run(hold)
+
+
+async def test_a_writer_of_another_process_holding_the_node_lock_is_waited_for(
+    db: Database, tmp_path: Path
+) -> None:
+    """As above, with the other writer in a process of its own."""
+    context = multiprocessing.get_context("spawn")
+    held, release = context.Event(), context.Event()
+    other = context.Process(
+        target=_hold_node_lock, args=(f"{tmp_path / 'meta.db'}-writers", held, release)
+    )
+    other.start()
+    try:
+        assert await to_thread.run_sync(held.wait, 30)
+        done = anyio.Event()
+
+        async def write() -> None:
+            async with db.write() as conn:
+                await Keys(conn).create("after the other")
+            done.set()
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(write)
+            with anyio.move_on_after(0.3):
+                await done.wait()
+            assert not done.is_set()
+            release.set()
+            with anyio.fail_after(5):
+                await done.wait()
+        assert await names(db) == ["after the other"]
+    finally:
+        release.set()
+        await to_thread.run_sync(other.join, 30)
 
 
 async def test_a_writer_that_gives_up_on_the_node_lock_leaves_it_free(
