@@ -220,6 +220,36 @@ async def test_a_writer_that_gives_up_on_the_node_lock_leaves_it_free(
         await db.close()
 
 
+async def test_a_writer_that_takes_no_node_lock_is_waited_for(
+    db: Database, tmp_path: Path
+) -> None:
+    """A writer that does not take the node's lock (not chatmedia's) is still waited for,
+    in SQLite's busy handler, without holding up the event loop."""
+    async with db.write() as conn:  # the writer connection is open from now on
+        await Keys(conn).create("first")
+    other = sqlite3.connect(tmp_path / "meta.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        done = anyio.Event()
+
+        async def write() -> None:
+            async with db.write() as conn:
+                await Keys(conn).create("second")
+            done.set()
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(write)
+            with anyio.move_on_after(0.3):
+                await done.wait()
+            assert not done.is_set()
+            other.execute("COMMIT")
+            with anyio.fail_after(5):
+                await done.wait()
+    finally:
+        other.close()
+    assert await names(db) == ["first", "second"]
+
+
 async def test_a_write_inside_a_write_of_the_same_task_fails_at_once(db: Database) -> None:
     async with db.write() as conn:
         await Keys(conn).create("outer")
