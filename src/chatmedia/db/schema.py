@@ -32,7 +32,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 
 # The migration (db/migrations/versions) that creates exactly these tables.
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0008"
 
 metadata = sa.MetaData(
     naming_convention={
@@ -183,6 +183,9 @@ deliveries = sa.Table(
     sa.Index(None, "status", "event_seq"),
     sa.Index(None, "status", "webhook_id", "queue", "event_seq"),
     sa.Index(None, "webhook_id", "seq"),
+    # For deleting events (pruning, erasure): their deliveries go first, found by event,
+    # and the foreign key is checked by event.
+    sa.Index(None, "event_seq"),
 )
 
 # Answers kept for retries that carry the same Idempotency-Key, per API key.
