@@ -220,9 +220,7 @@ async def test_a_writer_that_gives_up_on_the_node_lock_leaves_it_free(
         await db.close()
 
 
-async def test_a_writer_that_takes_no_node_lock_is_waited_for(
-    db: Database, tmp_path: Path
-) -> None:
+async def test_a_writer_that_takes_no_node_lock_is_waited_for(db: Database, tmp_path: Path) -> None:
     """A writer that does not take the node's lock (not chatmedia's) is still waited for,
     in SQLite's busy handler, without holding up the event loop."""
     async with db.write() as conn:  # the writer connection is open from now on
