@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,28 @@ async def test_a_writer_of_another_process_makes_it_a_503_too(
         await db.close()
 
 
+async def write_waits_for(db: Database, name: str, let_go: Callable[[], object]) -> None:
+    """A write of key `name` is still waiting after 0.3 s while reads go on, and is done
+    within 5 s of `let_go()`."""
+    done = anyio.Event()
+
+    async def write() -> None:
+        async with db.write() as conn:
+            await Keys(conn).create(name)
+        done.set()
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(write)
+        with anyio.move_on_after(0.3):
+            await done.wait()
+        assert not done.is_set()
+        assert name not in await names(db)  # reads go on meanwhile
+        let_go()
+        with anyio.fail_after(5):
+            await done.wait()
+    assert name in await names(db)
+
+
 async def test_writers_of_every_process_queue_on_the_node_lock(
     db: Database, tmp_path: Path
 ) -> None:
@@ -133,22 +155,7 @@ async def test_writers_of_every_process_queue_on_the_node_lock(
     it is let go."""
     other = NodeWriterLock(f"{tmp_path / 'meta.db'}-writers", 5)  # another process's
     held = await other.acquire()
-    done = anyio.Event()
-
-    async def write() -> None:
-        async with db.write() as conn:
-            await Keys(conn).create("queued")
-        done.set()
-
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(write)
-        with anyio.move_on_after(0.3):
-            await done.wait()
-        assert not done.is_set()
-        assert await names(db) == []  # reads go on meanwhile
-        other.release(held)
-        with anyio.fail_after(5):
-            await done.wait()
+    await write_waits_for(db, "queued", lambda: other.release(held))
     assert await names(db) == ["queued"]
     # Its own lock is let go after each commit: the other process gets it at once.
     other.release(await other.acquire())
@@ -177,21 +184,7 @@ async def test_a_writer_of_another_process_holding_the_node_lock_is_waited_for(
     other.start()
     try:
         assert await to_thread.run_sync(held.wait, 30)
-        done = anyio.Event()
-
-        async def write() -> None:
-            async with db.write() as conn:
-                await Keys(conn).create("after the other")
-            done.set()
-
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(write)
-            with anyio.move_on_after(0.3):
-                await done.wait()
-            assert not done.is_set()
-            release.set()
-            with anyio.fail_after(5):
-                await done.wait()
+        await write_waits_for(db, "after the other", release.set)
         assert await names(db) == ["after the other"]
     finally:
         release.set()
@@ -228,21 +221,7 @@ async def test_a_writer_that_takes_no_node_lock_is_waited_for(db: Database, tmp_
     other = sqlite3.connect(tmp_path / "meta.db", isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")
-        done = anyio.Event()
-
-        async def write() -> None:
-            async with db.write() as conn:
-                await Keys(conn).create("second")
-            done.set()
-
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(write)
-            with anyio.move_on_after(0.3):
-                await done.wait()
-            assert not done.is_set()
-            other.execute("COMMIT")
-            with anyio.fail_after(5):
-                await done.wait()
+        await write_waits_for(db, "second", lambda: other.execute("COMMIT"))
     finally:
         other.close()
     assert await names(db) == ["first", "second"]
