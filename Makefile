@@ -22,11 +22,15 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-# nginx runs in front of a node in the X-Accel-Redirect tests (tests/nginxserver.py).
+# nginx runs in front of a node in the X-Accel-Redirect tests (tests/nginxserver.py);
+# clamd scans content in the malware-scanning tests (tests/clamdserver.py).
 test: lint
 	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
 		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive \
 		  apt-get install -y -q --no-install-recommends nginx; }
+	@command -v clamd >/dev/null 2>&1 || test -x /usr/sbin/clamd || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+		  apt-get install -y -q --no-install-recommends clamav-daemon; }
 	$(BIN)/pytest
 
 bench: $(STAMP)

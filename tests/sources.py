@@ -13,6 +13,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from tests.clamdserver import EICAR
 from tests.conftest import PDF_BYTES, png_bytes
 
 PNG = png_bytes(16, 16)
@@ -28,6 +29,7 @@ class SourceServer:
     """Paths and what they do:
 
     /file.png, /file.pdf      a file; /named a PDF with a Content-Disposition filename
+    /eicar.txt                the EICAR test file (tests/clamdserver.py)
     /redirect/N               N redirects, the last to /file.png
     /to?url=U                 one redirect to U
     /slow                     a PNG of 32 KiB in 2 KiB pieces, 0.1 s apart
@@ -104,6 +106,9 @@ def _handler_for(source: SourceServer) -> type[BaseHTTPRequestHandler]:
 
         def file_pdf(self) -> None:
             self.answer(200, PDF_BYTES, "application/pdf")
+
+        def eicar(self) -> None:
+            self.answer(200, EICAR, "text/plain")
 
         def named(self) -> None:
             disposition = "attachment; filename*=UTF-8''r%C3%A9sum%C3%A9.pdf"
@@ -196,6 +201,7 @@ def _handler_for(source: SourceServer) -> type[BaseHTTPRequestHandler]:
     _GET_ROUTES = {
         "/file.png": Handler.file_png,
         "/file.pdf": Handler.file_pdf,
+        "/eicar.txt": Handler.eicar,
         "/named": Handler.named,
         "/to": Handler.to,
         "/slow": Handler.slow,

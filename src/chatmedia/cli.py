@@ -37,6 +37,7 @@ from chatmedia.db.usage import Limits
 from chatmedia.errors import ChatMediaError
 from chatmedia.fairuse.rates import parse_rate
 from chatmedia.pipelines import keys as key_pipeline
+from chatmedia.pipelines import quarantine
 from chatmedia.pipelines.erasure import erase_conversation
 from chatmedia.pipelines.files import sweep_expired
 from chatmedia.pipelines.keys import KeySpec
@@ -49,6 +50,8 @@ keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 tenants_app = typer.Typer(help="Tenants' usage and quotas.", no_args_is_help=True)
 app.add_typer(tenants_app, name="tenants")
+quarantine_app = typer.Typer(help="What the malware scanner found.", no_args_is_help=True)
+app.add_typer(quarantine_app, name="quarantine")
 console = Console()
 err_console = Console(stderr=True)
 T = TypeVar("T")
@@ -276,6 +279,39 @@ def tenants_list() -> None:
             quota + ("" if usage.own else " (defaults)"),
         )
     (console if console.is_terminal else Console(width=240)).print(table)
+
+
+@quarantine_app.command("list")
+def quarantine_list(limit: int = 100) -> None:
+    """Uploads refused as infected and files found infected later, newest first."""
+    table = Table("id", "detected", "tenant", "file", "signature", "sha256", "size", "released")
+    page = _with_services(lambda s: quarantine.list_quarantine(s, operator(), limit, None))
+    for e in page[0]:
+        released = f"{_moment(e.released_at)} by {e.released_by}" if e.released_at else ""
+        table.add_row(
+            str(e.seq), _moment(e.detected_at), e.tenant, e.file_id or "(refused upload)",
+            e.signature, e.sha256[:16] + "…", str(e.size), released,
+        )  # fmt: skip
+    (console if console.is_terminal else Console(width=240)).print(table)
+
+
+@quarantine_app.command("release")
+def quarantine_release(file_id: str, tenant: str = DEFAULT_TENANT) -> None:
+    """Serve a file found infected (or whose scan failed) as clean: an override, audited."""
+    try:
+        _with_services(lambda s: quarantine.release_file(s, operator(tenant), file_id))
+    except ChatMediaError as e:
+        err_console.print(e.message)
+        raise typer.Exit(1) from None
+    console.print(f"released {file_id}")
+
+
+@quarantine_app.command("purge")
+def quarantine_purge() -> None:
+    """Delete every quarantined file and the kept bytes of refused uploads (the records
+    stay, so the same bytes are still refused)."""
+    count = _with_services(quarantine.purge_quarantine)
+    console.print(f"purged {count} quarantined files and kept uploads")
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from pathlib import Path
@@ -19,41 +19,16 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from chatmedia.config_values import (
-    accel_prefix,
-    choice,
-    count,
-    database_url,
-    interval,
-    limit_count,
-    log_level,
-    origins,
-    port,
-    positive_int,
-    proxy,
-    quota_count,
-    quota_size,
-    retention,
-    seconds,
-    signing_keys,
-    storage_url,
-    tenant,
-    url,
-    url_ttl,
-)
+from chatmedia.config_fields import FIELDS
 from chatmedia.egress.credentials import ChannelProfile, parse_channel
 from chatmedia.egress.policy import (
     FetchPolicy,
     IPNetwork,
-    parse_hosts,
-    parse_networks,
-    parse_ports,
 )
 from chatmedia.fairuse.limiter import LimitSettings
-from chatmedia.fairuse.rates import Rate, parse_limit
-from chatmedia.mediatypes import TypePolicy, parse_type_list
+from chatmedia.fairuse.rates import Rate
+from chatmedia.mediatypes import TypePolicy
 from chatmedia.storage.s3url import parse_s3_url
-from chatmedia.units import parse_bool, parse_size
 
 ENV_PREFIX = "CHATMEDIA_"
 CHANNELS_KEY = "channels"
@@ -109,6 +84,15 @@ class Settings:
     quota_bytes: int | None
     quota_files: int | None
     quota_daily_bytes: int | None
+    clamav_url: str | None
+    clamav_timeout: float
+    scan_inline_timeout: float
+    scan_max_size: int
+    scan_fail: str
+    scan_keep_infected: bool
+    rescan_window: timedelta
+    rescan_rate: int
+    rescan_check_interval: timedelta
     channels: Mapping[str, ChannelProfile]
 
     @property
@@ -140,126 +124,14 @@ class Settings:
         )
 
     @property
+    def scan_fail_open(self) -> bool:
+        """Whether files whose scan ended in an error are served (CHATMEDIA_SCAN_FAIL)."""
+        return self.scan_fail == "open"
+
+    @property
     def blob_dir(self) -> Path:
         """Where the local blob store keeps content."""
         return self.data_dir / "blobs"
-
-
-@dataclass(frozen=True, slots=True)
-class Field:
-    """How one setting is read: its parser, its default (as text, parsed like any value, or
-    derived from other settings when None) and what it means."""
-
-    parse: Callable[[str], Any]
-    default: str | None
-    doc: str
-    secret: bool = False
-
-
-FIELDS: dict[str, Field] = {
-    "data_dir": Field(
-        lambda t: Path(t).expanduser(), "./data", "Folder for the database and blobs."
-    ),
-    "host": Field(str.strip, "127.0.0.1", "Address the server listens on."),
-    "port": Field(port, "8080", "TCP port the server listens on."),
-    "public_url": Field(
-        url, None, "Base of the URLs the API hands out (default http://HOST:PORT)."
-    ),
-    "database_url": Field(
-        database_url, None, "Metadata database (default sqlite:///DATA_DIR/chatmedia.db).", True
-    ),
-    "storage_url": Field(
-        storage_url,
-        "",
-        "Blob store: empty for DATA_DIR/blobs, or s3://BUCKET/PREFIX?endpoint=…&region=….",
-        True,
-    ),
-    "s3_redirect_downloads": Field(
-        parse_bool, "false", "Answer content requests with a 307 to a presigned S3 URL."
-    ),
-    "accel_redirect": Field(
-        accel_prefix, "", "nginx internal location of DATA_DIR/blobs/: downloads leave Python."
-    ),
-    "max_upload_size": Field(
-        parse_size, "5MiB", "Largest file accepted: bytes, or with kB/MB/GB or KiB/MiB/GiB."
-    ),
-    "allowed_types": Field(
-        parse_type_list, "", "Comma-separated MIME patterns or extensions; empty allows all."
-    ),
-    "blocked_types": Field(
-        parse_type_list, "", "Comma-separated MIME patterns or extensions refused always."
-    ),
-    "retention": Field(retention, "forever", "Delete files older than this (e.g. 30d)."),
-    "retention_interval": Field(interval, "10m", "How often the retention sweeper runs."),
-    "workers": Field(positive_int, "1", "Server worker processes."),
-    "io_threads": Field(positive_int, "2", "Network I/O threads per worker process."),
-    "cache_files": Field(count, "4096", "File records each worker keeps in memory (0: none)."),
-    "log_level": Field(log_level, "info", "debug, info, warning or error."),
-    "import_allow_networks": Field(
-        parse_networks, "", "CIDRs imports may reach although private (e.g. 10.1.0.0/16)."
-    ),
-    "import_allow_hosts": Field(
-        parse_hosts, "", "Host names imports may reach whatever their addresses."
-    ),
-    "import_ports": Field(parse_ports, "80,443,8080,8443", "Ports imports may connect to."),
-    "import_proxy": Field(
-        proxy, "", "Proxy for imports (environment proxy variables are ignored).", True
-    ),
-    "import_connect_timeout": Field(seconds, "10", "Seconds to connect to a source."),
-    "import_read_timeout": Field(seconds, "30", "Seconds a source may stay silent."),
-    "import_deadline": Field(seconds, "60", "Seconds an import may take in all."),
-    "webhook_retry_base": Field(
-        seconds, "5", "Seconds before a failed webhook delivery's first retry (then doubling)."
-    ),
-    "webhook_timeout": Field(seconds, "10", "Seconds a webhook receiver has to answer."),
-    "events_token_ttl": Field(interval, "15m", "How long a signed event-stream URL works."),
-    "event_retention": Field(
-        interval, "7d", "How long events are kept for clients that resume a stream."
-    ),
-    "url_ttl": Field(
-        url_ttl, "24h", "How long a signed file URL works from when it is sent (at most 7d)."
-    ),
-    "url_signing_keys": Field(
-        signing_keys,
-        "",
-        "Comma-separated secrets (16+ characters) that sign file URLs: the first signs, all"
-        " are accepted. Empty: one is generated and kept in the database.",
-        True,
-    ),
-    "compat_download": Field(
-        choice("open", "signed", "key"),
-        "open",
-        "File-engine downloads: open (by name, guessable), signed (a signed URL) or key.",
-    ),
-    "compat_upload": Field(
-        choice("key", "open"),
-        "key",
-        "File-engine uploadFileStream: key, or open to browsers' widgets (no key needed).",
-    ),
-    "compat_upload_tenant": Field(
-        tenant, "default", "The tenant of uploads made without a key (COMPAT_UPLOAD=open)."
-    ),
-    "cors_origins": Field(
-        origins, "", "Comma-separated origins whose pages may call the API (CORS)."
-    ),
-    "rate_limit": Field(
-        parse_limit, "1000/s", "Requests per key (N/s, N/min, N/h; burst 2N), or off."
-    ),
-    "anon_rate_limit": Field(
-        parse_limit, "100/s", "Requests per client address on routes open without a key, or off."
-    ),
-    "auth_failure_limit": Field(
-        limit_count, "20", "Failed authentications per address a minute before a lockout, or off."
-    ),
-    "trusted_proxies": Field(
-        parse_networks, "", "CIDRs of reverse proxies whose X-Forwarded-For is believed."
-    ),
-    "quota_bytes": Field(quota_size, "unlimited", "Bytes each tenant may store (default)."),
-    "quota_files": Field(quota_count, "unlimited", "Files each tenant may hold (default)."),
-    "quota_daily_bytes": Field(
-        quota_size, "unlimited", "Bytes each tenant may add per day, UTC (default)."
-    ),
-}
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

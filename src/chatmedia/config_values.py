@@ -9,6 +9,7 @@ from datetime import timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 from chatmedia.access.principal import is_tenant
+from chatmedia.scanning.clamd import parse_url as parse_clamd_url
 from chatmedia.units import parse_duration, parse_size
 
 
@@ -138,6 +139,15 @@ def signing_keys(text: str) -> tuple[bytes, ...]:
 
 def proxy(text: str) -> str | None:
     return url(text) if text.strip() else None
+
+
+def clamav_url(text: str) -> str | None:
+    """clamd's address (tcp://HOST:PORT or unix:///path), or None (empty: no scanning)."""
+    text = text.strip()
+    if not text:
+        return None
+    parse_clamd_url(text)
+    return text
 
 
 def accel_prefix(text: str) -> str | None:

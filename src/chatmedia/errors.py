@@ -25,12 +25,14 @@ handler (chatmedia.http.responses) renders them all as
     │   ├── WebhookNotFound
     │   └── KeyNotFound
     ├── IdempotencyKeyInProgress (409)
+    ├── FileNotReady (409)
     ├── PreconditionFailed (412)
     ├── FileTooLarge (413)
     ├── FieldTooLarge (413)
     ├── RequestTooLarge (413)
     ├── UnsupportedMediaType (415)
     ├── IdempotencyKeyReused (422)
+    ├── MalwareDetected (422)
     ├── RangeNotSatisfiable (416)
     ├── RateLimited (429)
     ├── SourceError (502)
@@ -164,6 +166,33 @@ class IdempotencyKeyReused(ChatMediaError):
 
     code = "idempotency_key_reused"
     status = 422
+
+
+class FileNotReady(ChatMediaError):
+    """The file's content is not served yet: it is still being scanned (or its scan failed
+    and CHATMEDIA_SCAN_FAIL is closed). Its metadata says which."""
+
+    code = "file_not_ready"
+    status = 409
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class MalwareDetected(ChatMediaError):
+    """The scanner found malware in the upload: nothing of it was kept."""
+
+    code = "malware_detected"
+    status = 422
+
+    def __init__(self, signature: str) -> None:
+        super().__init__(f"the file contains malware ({signature}) and was refused")
+        self.signature = signature
 
 
 class PreconditionFailed(ChatMediaError):

@@ -9,6 +9,17 @@ from typing import Any, Literal
 
 FileType = Literal["HOSTED", "EXTERNAL"]
 MessageType = Literal["TEXT", "FILE", "IMAGE", "VIDEO", "AUDIO"]
+ScanStatus = Literal["pending", "clean", "infected", "error", "skipped"]
+
+
+@dataclass(frozen=True, slots=True)
+class ScanState:
+    """What the scanner said of a file's bytes (chatmedia.scanning): `signature` names what
+    it found (infected), `scanned_at` is when it finished."""
+
+    status: ScanStatus
+    signature: str | None = None
+    scanned_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +40,13 @@ class FileRecord:
     tenant: str
     url: str | None = None
     link_generation: int = 0
+    # Its bytes' scan (kept on the blob): None when they were stored without scanning.
+    scan: ScanState | None = None
+
+    @property
+    def quarantined(self) -> bool:
+        """Found infected: hidden from everyone but admins, its content from everyone."""
+        return self.scan is not None and self.scan.status == "infected"
 
     @property
     def etag(self) -> str:
@@ -92,3 +110,22 @@ class Page:
 
     items: tuple[FileRecord, ...]
     next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantineEntry:
+    """What the scanner found: an upload refused (`file_id` None) or a stored file found
+    infected later; released by an admin's override (`released_by`, a key id). `seq` is
+    its id (0 until it is kept)."""
+
+    seq: int
+    sha256: str
+    size: int
+    signature: str
+    tenant: str
+    key_id: str | None
+    file_id: str | None
+    blob_kept: bool
+    detected_at: datetime
+    released_at: datetime | None = None
+    released_by: str | None = None

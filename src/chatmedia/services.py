@@ -17,6 +17,7 @@ from chatmedia.egress.oauth import TokenCache
 from chatmedia.fairuse import counters
 from chatmedia.fairuse.counters import NodeCounters
 from chatmedia.fairuse.limiter import Limiter
+from chatmedia.scanning.scanner import Scanner
 from chatmedia.storage import BlobStore, LocalPaths, Presigner, StoreUnavailable
 from chatmedia.storage.local import LocalBlobStore
 
@@ -42,6 +43,8 @@ class Services:
     presigner: Presigner | None = None
     # The store again when its blobs are files here, which the server can send itself.
     local_paths: LocalPaths | None = None
+    # clamd, when every new file is scanned (CHATMEDIA_CLAMAV_URL).
+    scanner: Scanner | None = None
     key_use: KeyUse = field(default_factory=KeyUse)
 
     async def close(self) -> None:
@@ -72,6 +75,7 @@ def open_services(settings: Settings, resolver: Resolver = system_resolver) -> S
         cache=RecordCache(changes, settings.cache_files, trusted=not db.is_postgresql),
         presigner=redirect,
         local_paths=store if isinstance(store, LocalPaths) else None,
+        scanner=Scanner(url, settings.clamav_timeout) if (url := settings.clamav_url) else None,
     )
 
 

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from chatmedia.access.links import Links, content_path
-from chatmedia.models import Event, FileRecord, MessageRecord
+from chatmedia.models import Event, FileRecord, MessageRecord, ScanState
 
 
 def timestamp(moment: datetime) -> str:
@@ -26,7 +26,7 @@ def file_view(record: FileRecord, public_url: str, links: Links | None = None) -
         url = links.content_url(record.id, record.link_generation)[0]
     else:
         url = public_url + content_path(record.id)
-    return {
+    view: dict[str, Any] = {
         "id": record.id,
         "type": record.type,
         "name": record.name,
@@ -39,6 +39,19 @@ def file_view(record: FileRecord, public_url: str, links: Links | None = None) -
         "properties": dict(record.properties),
         "createdAt": timestamp(record.created_at),
     }
+    if record.scan is not None:
+        view["scan"] = scan_view(record.scan)
+    return view
+
+
+def scan_view(scan: ScanState) -> dict[str, Any]:
+    """A File's `scan`: its status, and what was found and when, once known."""
+    view: dict[str, Any] = {"status": scan.status}
+    if scan.signature is not None:
+        view["signature"] = scan.signature
+    if scan.scanned_at is not None:
+        view["scannedAt"] = timestamp(scan.scanned_at)
+    return view
 
 
 def message_view(

@@ -13,17 +13,25 @@ from chatmedia.db.changes import file_changed
 from chatmedia.db.engine import Conn
 from chatmedia.db.pages import Conversations, newest_first
 from chatmedia.db.schema import blobs, files
-from chatmedia.models import FileRecord
+from chatmedia.models import FileRecord, ScanState
 
-# FileRecord's fields are the columns of `files` (besides the internal `seq`).
-_RECORD_FIELDS = tuple(f.name for f in fields(FileRecord))
+# FileRecord's fields are the columns of `files` (besides the internal `seq`), and the
+# scan state of its blob.
+_RECORD_FIELDS = tuple(f.name for f in fields(FileRecord) if f.name != "scan")
+_SCAN_COLUMNS = (blobs.c.scan_status, blobs.c.scan_signature, blobs.c.scanned_at)
+# A file with its blob's scan state (an EXTERNAL file has no blob).
+_FILES = sa.select(files, *_SCAN_COLUMNS).select_from(
+    files.outerjoin(blobs, blobs.c.sha256 == files.c.sha256)
+)
 # The lookups of every download, built once: building a statement and its cache key takes
 # SQLAlchemy about as long as SQLite takes to run it (60 of the 120 us of a lookup).
-_BY_ID = sa.select(files).where(
+_BY_ID = _FILES.where(
     files.c.id == sa.bindparam("file_id"), files.c.tenant == sa.bindparam("tenant")
 )
-_ANY_BY_ID = sa.select(files).where(files.c.id == sa.bindparam("file_id"))
-_BY_STORED_NAME = sa.select(files).where(files.c.stored_name == sa.bindparam("stored_name"))
+_ANY_BY_ID = _FILES.where(files.c.id == sa.bindparam("file_id"))
+_BY_STORED_NAME = _FILES.where(files.c.stored_name == sa.bindparam("stored_name"))
+# What only admins see: files whose bytes were found infected.
+NOT_QUARANTINED = sa.or_(blobs.c.scan_status.is_(None), blobs.c.scan_status != "infected")
 # An upload's statements too: the same SQL text each time, so that the driver runs its
 # prepared statement again (sqlite3's statement cache, asyncpg's).
 _DIALECTS = (("sqlite", sqlite), ("postgresql", postgresql))
@@ -55,7 +63,7 @@ class Files:
         """The files with these ids, by id (missing ones are left out)."""
         if not file_ids:
             return {}
-        query = sa.select(files).where(files.c.id.in_(file_ids), files.c.tenant == self._tenant)
+        query = _FILES.where(files.c.id.in_(file_ids), files.c.tenant == self._tenant)
         return {row.id: _record(row) for row in await self._conn.execute(query)}
 
     async def get_by_stored_name(self, stored_name: str) -> FileRecord | None:
@@ -68,11 +76,15 @@ class Files:
         conversations: Conversations,
         limit: int,
         before_seq: int | None,
+        quarantined: bool = False,
     ) -> tuple[list[FileRecord], int | None]:
         """Up to `limit` files of the conversations, newest first, older than `before_seq`
-        when given; also the seq to continue from, or None when there are no more."""
-        query = sa.select(files).where(files.c.tenant == self._tenant)
+        when given, and those found infected only when `quarantined`; also the seq to
+        continue from, or None when there are no more."""
+        query = _FILES.where(files.c.tenant == self._tenant)
         query = query.where(conversations.clause(files.c.conversation_id))
+        if not quarantined:
+            query = query.where(NOT_QUARANTINED)
         rows, next_seq = await newest_first(self._conn, query, files.c.seq, limit, before_seq)
         return [_record(r) for r in rows], next_seq
 
@@ -142,21 +154,32 @@ async def file_by_id(conn: Conn, file_id: str) -> FileRecord | None:
     return _record(row) if row else None
 
 
+async def files_of_blob(conn: Conn, sha256: str) -> list[FileRecord]:
+    """Every file of any tenant whose content is this blob; each noted as changed for the
+    readers that cache it (the caller is changing the blob's scan state)."""
+    records = [_record(r) for r in await conn.execute(_FILES.where(files.c.sha256 == sha256))]
+    for record in records:
+        file_changed(record.id)
+    return records
+
+
 async def link_generations(conn: Conn, file_ids: set[str]) -> dict[str, int]:
-    """The current link generation of each of these files that still exists."""
+    """The current link generation of each of these files that still exists and is not
+    quarantined."""
     if not file_ids:
         return {}
-    query = sa.select(files.c.id, files.c.link_generation).where(files.c.id.in_(file_ids))
+    query = (
+        sa.select(files.c.id, files.c.link_generation)
+        .select_from(files.outerjoin(blobs, blobs.c.sha256 == files.c.sha256))
+        .where(files.c.id.in_(file_ids), NOT_QUARANTINED)
+    )
     return {row.id: row.link_generation for row in await conn.execute(query)}
 
 
 async def expired_files(conn: Conn, created_before: datetime, limit: int) -> list[FileRecord]:
     """The oldest files of any tenant created before `created_before`."""
     query = (
-        sa.select(files)
-        .where(files.c.created_at < created_before)
-        .order_by(files.c.created_at)
-        .limit(limit)
+        _FILES.where(files.c.created_at < created_before).order_by(files.c.created_at).limit(limit)
     )
     return [_record(r) for r in await conn.execute(query)]
 
@@ -170,4 +193,9 @@ def _changed(file_id: str, rowcount: int) -> bool:
 
 
 def _record(row: sa.Row[Any]) -> FileRecord:
-    return FileRecord(**{name: row._mapping[name] for name in _RECORD_FIELDS})
+    values = row._mapping
+    status = values["scan_status"]
+    scan = None
+    if status is not None:
+        scan = ScanState(status, values["scan_signature"], values["scanned_at"])
+    return FileRecord(**{name: values[name] for name in _RECORD_FIELDS}, scan=scan)

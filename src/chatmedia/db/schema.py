@@ -32,7 +32,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 
 # The migration (db/migrations/versions) that creates exactly these tables.
-SCHEMA_REVISION = "0008"
+SCHEMA_REVISION = "0009"
 
 metadata = sa.MetaData(
     naming_convention={
@@ -51,6 +51,14 @@ blobs = sa.Table(
     sa.Column("sha256", sa.String(64), primary_key=True),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # What the scanner said of these bytes (chatmedia.scanning): null when scanning was off
+    # as they were stored; pending, clean, infected, error or skipped. `scan_version` is
+    # the scanner's signature version then, so that new signatures rescan recent blobs.
+    sa.Column("scan_status", sa.String(16), nullable=True),
+    sa.Column("scan_signature", sa.Text, nullable=True),
+    sa.Column("scanned_at", UTCDateTime, nullable=True),
+    sa.Column("scan_version", sa.Text, nullable=True),
+    sa.Index(None, "scan_status", "created_at"),
 )
 
 files = sa.Table(
@@ -253,4 +261,53 @@ quota_reservations = sa.Table(
     sa.Column("files", sa.Integer, nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Index(None, "expires_at"),
+)
+
+# Work that follows a store (chatmedia.processing): one row per kind of work and subject (a
+# blob's sha256), written in the transaction that makes the work needed. A claim moves
+# `run_after` past the claim's lease, so a job whose worker died comes due again; it is
+# deleted once done. Lower `priority` first.
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("seq", _SEQ, primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("subject", sa.String(64), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("run_after", UTCDateTime, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("kind", "subject"),
+    sa.Index(None, "priority", "run_after"),
+)
+
+# What the scanner found: an upload refused (file_id null) or a stored file found infected
+# later. The sha256 refuses the same bytes at once; an admin may release a stored file.
+quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column("seq", _SEQ, primary_key=True),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("signature", sa.Text, nullable=False),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("key_id", sa.String(32), nullable=True),
+    sa.Column("file_id", sa.String(32), nullable=True),
+    # Whether the bytes are still stored (under their sha256) for inspection.
+    sa.Column("blob_kept", sa.Boolean, nullable=False),
+    sa.Column("detected_at", UTCDateTime, nullable=False),
+    sa.Column("released_at", UTCDateTime, nullable=True),
+    sa.Column("released_by", sa.String(32), nullable=True),
+    sa.Index(None, "sha256"),
+    sa.Index(None, "tenant", "seq"),
+)
+
+# Small facts the nodes share, such as the scanner signature version last acted on.
+service_state = sa.Table(
+    "service_state",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
 )

@@ -24,6 +24,7 @@ from chatmedia.http.metrics import Metrics, MetricsMiddleware
 from chatmedia.http.openapi import install_openapi
 from chatmedia.http.responses import install_error_handlers
 from chatmedia.http.routes import (
+    admin,
     compat,
     conversations,
     files,
@@ -39,6 +40,9 @@ from chatmedia.pipelines.events import prune_events
 from chatmedia.pipelines.files import sweep_expired
 from chatmedia.pipelines.keys import create_first_key, record_key_use
 from chatmedia.pipelines.webhooks import deliver_forever
+from chatmedia.processing.jobs import run_jobs_forever
+from chatmedia.scanning.job import SCAN_JOB, scan_job
+from chatmedia.scanning.signatures import watch_signatures
 from chatmedia.services import BACKEND_OUTAGES, Services, open_services
 
 log = logging.getLogger("chatmedia")
@@ -94,6 +98,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             tasks.start_soon(_record_key_use, services, stopping)
             tasks.start_soon(trim_when_quiet, lambda: metrics.answered, stopping)
+            if services.scanner is not None:
+                await services.scanner.read_version()
+                tasks.start_soon(run_jobs_forever, services, {SCAN_JOB: scan_job}, stopping)
+                tasks.start_soon(watch_signatures, services, stopping)
             yield
             # Let the loops end between transactions rather than cancel them inside one.
             stopping.set()
@@ -119,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(keys.router)
     app.include_router(tenants.router)
+    app.include_router(admin.router)
     app.include_router(compat.router)
     app.include_router(system.router)
     # Added first, so innermost: the shortcut answers uploads only once the idempotency

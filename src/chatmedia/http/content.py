@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.types import Receive, Scope, Send
 
+from chatmedia.access.content import check_content
 from chatmedia.http.ranges import ByteRange, Validators, parse_range
 from chatmedia.mediatypes import is_passive
 from chatmedia.models import FileRecord
@@ -31,7 +32,9 @@ async def content_response(
     """The response to GET or HEAD of a file's content (RFC 9110 §13, §14): the bytes of a
     HOSTED file, a 307 to where an EXTERNAL file is. With the services' `presigner`, a
     HOSTED file that the client does not already have is a 307 to a short-lived URL of the
-    store. Passive types are shown inline unless `attachment` (a link may ask for it)."""
+    store. Passive types are shown inline unless `attachment` (a link may ask for it).
+    Content its scan holds back is refused (chatmedia.access.content)."""
+    check_content(record, services.settings.scan_fail_open)
     if record.sha256 is None:
         assert record.url is not None
         return RedirectResponse(record.url, status_code=307)

@@ -82,7 +82,7 @@ Properties = Annotated[dict[str, Any], Field(description="Any JSON object, kept 
 MediaType = Literal["FILE", "IMAGE", "VIDEO", "AUDIO"]
 EventType = Literal[
     "*", "message.created", "message.deleted", "file.created", "file.deleted",
-    "conversation.deleted",
+    "file.updated", "file.quarantined", "conversation.deleted",
 ]  # fmt: skip
 assert set(EventType.__args__) == {"*", *EVENT_TYPES}  # type: ignore[attr-defined]
 

@@ -33,6 +33,15 @@ class FileEngineError(_Shape):
     error: ErrorDetail
 
 
+class Scan(_Shape):
+    """What the malware scanner said of a HOSTED file's bytes: its content is served once
+    `clean` (or `skipped`: too large to scan), not while `pending`."""
+
+    status: Literal["pending", "clean", "infected", "error", "skipped"]
+    signature: str | None = Field(None, description="What was found, when infected")
+    scanned_at: str | None = Field(None, alias="scannedAt", description="ISO 8601, UTC")
+
+
 class File(_Shape):
     """A HOSTED file (stored here) or an EXTERNAL one (a reference)."""
 
@@ -47,6 +56,15 @@ class File(_Shape):
     conversation_id: str | None = Field(alias="conversationId")
     properties: dict[str, Any]
     created_at: str = Field(alias="createdAt", description="ISO 8601, UTC")
+    scan: Scan | None = Field(None, description="Present when the file was stored with scanning on")
+
+
+class FileQuarantined(_Shape):
+    """A file found infected: clients take it away."""
+
+    id: str
+    conversation_id: str | None = Field(alias="conversationId")
+    scan: Scan
 
 
 class FilePage(_Shape):
@@ -90,11 +108,11 @@ class Event(_Shape):
     id: str
     type: Literal[
         "message.created", "message.deleted", "file.created", "file.deleted",
-        "conversation.deleted",
+        "file.updated", "file.quarantined", "conversation.deleted",
     ]  # fmt: skip
     conversation_id: str | None = Field(alias="conversationId")
     created_at: str = Field(alias="createdAt")
-    data: Message | File | ConversationDeleted
+    data: Message | File | FileQuarantined | ConversationDeleted
 
 
 class StreamLink(_Shape):
@@ -208,3 +226,25 @@ class TenantUsage(_Shape):
 
 class TenantList(_Shape):
     items: list[TenantUsage]
+
+
+class QuarantineRecord(_Shape):
+    """What the scanner found: an upload refused (`fileId` null) or a stored file found
+    infected later."""
+
+    id: str
+    sha256: str
+    size: int
+    signature: str
+    tenant: str
+    key_id: str | None = Field(alias="keyId", description="The uploading key, when known")
+    file_id: str | None = Field(alias="fileId")
+    bytes_kept: bool = Field(alias="bytesKept")
+    detected_at: str = Field(alias="detectedAt")
+    released_at: str | None = Field(alias="releasedAt")
+    released_by: str | None = Field(alias="releasedBy", description="The releasing key's id")
+
+
+class QuarantinePage(_Shape):
+    items: list[QuarantineRecord]
+    next_cursor: str | None = Field(alias="nextCursor", description="null on the last page")

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+from chatmedia.access.content import shows
 from chatmedia.access.links import Disposition, Grant
-from chatmedia.access.principal import Principal
+from chatmedia.access.principal import ADMIN, Principal
 from chatmedia.cursors import decode_cursor, encode_cursor
 from chatmedia.db.engine import Conn
 from chatmedia.db.files import Files, expired_files, file_by_id, file_by_stored_name
@@ -56,14 +57,18 @@ async def _lookup(
 
 
 def _sees(principal: Principal, record: FileRecord) -> bool:
-    return record.tenant == principal.tenant and principal.sees(record.conversation_id)
+    return (
+        record.tenant == principal.tenant
+        and principal.sees(record.conversation_id)
+        and shows(principal, record)
+    )
 
 
 async def _visible_file(conn: Conn, principal: Principal, file_id: str) -> FileRecord:
     """The file with this id in the principal's tenant and conversations; FileNotFound
     otherwise, as for a file that does not exist."""
     record = await Files(conn, principal.tenant).get(file_id)
-    if record is None or not principal.sees(record.conversation_id):
+    if record is None or not principal.sees(record.conversation_id) or not shows(principal, record):
         raise FileNotFound(f"no file with id '{file_id}'")
     return record
 
@@ -74,7 +79,7 @@ async def linked_file(
     """The file a valid link grants (by id, or by the file-engine's name), while it exists
     and the link is not revoked; raises FileNotFound, InvalidSignature."""
     record = await _lookup(services, file_id, stored_name)
-    if record is None:
+    if record is None or not shows(None, record):
         raise FileNotFound(f"no file '{file_id or stored_name}'")
     if record.link_generation != grant.generation:
         raise InvalidSignature("the link was revoked")
@@ -113,7 +118,9 @@ async def get_file_by_stored_name(
     key-less download, which knows every tenant's files by their unique names); raises
     FileNotFound."""
     record = await _lookup(services, stored_name=name)
-    if record is None or (principal is not None and not _sees(principal, record)):
+    if record is None or not (
+        shows(None, record) if principal is None else _sees(principal, record)
+    ):
         raise FileNotFound(f"no file named '{name}'")
     return record
 
@@ -130,8 +137,10 @@ async def list_files(
     position, not an offset."""
     before = decode_cursor(cursor) if cursor is not None else None
     conversations = Conversations(only=conversation_id, patterns=principal.conversations)
+    quarantined = ADMIN in principal.scopes
     async with services.db.read() as conn:
-        items, last_seq = await Files(conn, principal.tenant).page(conversations, limit, before)
+        files = Files(conn, principal.tenant)
+        items, last_seq = await files.page(conversations, limit, before, quarantined)
     return Page(items=tuple(items), next_cursor=encode_cursor(last_seq) if last_seq else None)
 
 

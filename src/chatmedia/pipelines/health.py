@@ -17,8 +17,8 @@ _FAILURES: tuple[type[Exception], ...] = (TimeoutError, *BACKEND_OUTAGES)
 
 
 async def check_ready(services: Services) -> None:
-    """Return when the database and the blob store both answer; raise BackendUnavailable
-    naming the one that does not."""
+    """Return when the database, the blob store and (when scanning is on) clamd answer;
+    raise BackendUnavailable naming the one that does not."""
     try:
         with anyio.fail_after(CHECK_TIMEOUT):
             async with services.db.read() as conn:
@@ -30,3 +30,5 @@ async def check_ready(services: Services) -> None:
             await services.store.stat(_PROBE_KEY)
     except _FAILURES as e:
         raise BackendUnavailable("the blob store does not answer") from e
+    if services.scanner is not None and not await services.scanner.ready():
+        raise BackendUnavailable("the scanner (clamd) does not answer")

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, get_args
 from urllib.parse import parse_qs, urlsplit
 
+from chatmedia.access.content import shows
 from chatmedia.access.principal import Principal
 from chatmedia.cursors import decode_cursor, encode_cursor
 from chatmedia.db.engine import Conn
@@ -93,7 +94,7 @@ async def post_upload_message(
     been read; `expected` is about how many bytes the file has, when known."""
     principal.require("files:write")
     # 1. Stream the file to staging, checking size, type and quotas as the bytes arrive.
-    async with staged_upload(services, chunks, principal.tenant, expected) as upload:
+    async with staged_upload(services, chunks, principal, expected) as upload:
         draft, info = describe()
         principal.check_create(draft.conversation_id)
         async with services.db.write() as conn:
@@ -173,7 +174,9 @@ async def _file_of(conn: Conn, principal: Principal, message: MessageRecord) -> 
 
 def _visible(principal: Principal, file: FileRecord | None) -> FileRecord | None:
     """The file, unless the principal may not see it (then shown as none)."""
-    return file if file is not None and principal.sees(file.conversation_id) else None
+    if file is None or not principal.sees(file.conversation_id) or not shows(principal, file):
+        return None
+    return file
 
 
 async def _attached_file(
@@ -212,7 +215,7 @@ async def _stored_file(
     file = (
         await files.get(file_id) if file_id else await files.get_by_stored_name(stored_name or "")
     )
-    if file is None or not principal.sees(file.conversation_id):
+    if file is None or _visible(principal, file) is None:
         raise FileNotFound(f"no file '{file_id or stored_name}' to attach")
     return file
 

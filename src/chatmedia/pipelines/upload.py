@@ -24,6 +24,7 @@ from chatmedia.fairuse.quotas import Reservation, reserve
 from chatmedia.mediatypes import TypePolicy
 from chatmedia.models import FileRecord
 from chatmedia.naming import sanitize_name, stored_name, with_suffix
+from chatmedia.scanning.upload import UploadScan, scan_upload, settle_scan
 from chatmedia.services import Services
 from chatmedia.storage import StagedBlob
 from chatmedia.units import format_size
@@ -52,25 +53,30 @@ class StagedUpload:
     blob: StagedBlob
     content_type: str
     reservation: Reservation
+    scan: UploadScan | None
 
 
 @asynccontextmanager
 async def staged_upload(
-    services: Services, chunks: AsyncIterable[bytes], tenant: str, expected: int | None = None
+    services: Services,
+    chunks: AsyncIterable[bytes],
+    uploader: Principal,
+    expected: int | None = None,
 ) -> AsyncIterator[StagedUpload]:
-    """Stream `chunks` (about `expected` bytes, when known) to staging for `tenant`,
-    enforcing the size limit, the type policy and the tenant's quotas as the bytes arrive
-    (FileTooLarge, UnsupportedMediaType, QuotaExceeded). If the block raises, the staged
-    bytes are dropped and the quota released; once `add_hosted_file` has made them visible,
-    both are no-ops."""
+    """Stream `chunks` (about `expected` bytes, when known) to staging for the uploader's
+    tenant, enforcing the size limit, the type policy and the tenant's quotas as the bytes
+    arrive (FileTooLarge, UnsupportedMediaType, QuotaExceeded), then scan them when
+    scanning is on (MalwareDetected). If the block raises, the staged bytes are dropped and
+    the quota released; once `add_hosted_file` has made them visible, both are no-ops."""
     settings = services.settings
     sniffer = TypeSniffer(settings.type_policy)
-    reservation = await reserve(services, tenant, expected)
+    reservation = await reserve(services, uploader.tenant, expected)
     try:
         checked = sniffer.filter(limit_size(chunks, settings.max_upload_size))
         blob = await services.store.put(reservation.meter(checked))
         try:
-            yield StagedUpload(blob, sniffer.content_type, reservation)
+            scan = await scan_upload(services, blob, uploader)
+            yield StagedUpload(blob, sniffer.content_type, reservation, scan)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await services.store.discard(blob)
@@ -89,7 +95,11 @@ async def add_hosted_file(
     default_name = mediatypes.DEFAULT_NAME_STEM + mediatypes.extension_for(upload.content_type)
     name = sanitize_name(info.name, default=default_name)
     files = Files(conn, tenant)
-    await files.lock_blob(upload.blob.sha256, upload.blob.size, now)
+    sha256 = upload.blob.sha256
+    await files.lock_blob(sha256, upload.blob.size, now)
+    scan = None
+    if upload.scan is not None:
+        scan = await settle_scan(conn, services.settings.public_url, sha256, upload.scan, now)
     record = FileRecord(
         id=new_file_id(),
         type="HOSTED",
@@ -102,6 +112,7 @@ async def add_hosted_file(
         properties=dict(info.properties),
         created_at=now,
         tenant=tenant,
+        scan=scan,
     )
     record = await insert_file(conn, record)
     # The tenant's usage row is the last lock taken (see chatmedia.db.usage).
@@ -124,11 +135,12 @@ async def store_file(
     the bytes are in (in a multipart body they may come after the file).
 
     Raises QuotaExceeded before or while the bytes flow, FileTooLarge or
-    UnsupportedMediaType while they flow, whatever `describe` raises, and
-    ConversationNotAllowed; in every case nothing of the upload is left behind.
+    UnsupportedMediaType while they flow, MalwareDetected once they are in, whatever
+    `describe` raises, and ConversationNotAllowed; in every case nothing of the upload is
+    left behind (but the quarantine record of malware).
     """
     # 1. Stream to staging, checking size, type and quotas as the bytes arrive.
-    async with staged_upload(services, chunks, principal.tenant, expected) as upload:
+    async with staged_upload(services, chunks, principal, expected) as upload:
         # 2. Read the metadata, complete now that the body is, and check where it goes.
         info = describe()
         principal.check_create(info.conversation_id)

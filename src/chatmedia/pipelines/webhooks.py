@@ -42,7 +42,8 @@ from chatmedia.views import event_view
 log = logging.getLogger("chatmedia.webhooks")
 
 EVENT_TYPES = (
-    "message.created", "message.deleted", "file.created", "file.deleted", "conversation.deleted",
+    "message.created", "message.deleted", "file.created", "file.deleted", "file.updated",
+    "file.quarantined", "conversation.deleted",
 )  # fmt: skip
 SIGNATURE_HEADER = "ChatMedia-Signature"
 GIVE_UP_AFTER = timedelta(hours=24)

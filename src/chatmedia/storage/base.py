@@ -100,6 +100,11 @@ class BlobStore(Protocol):
         an error before it sends headers; close the iterator with `aclose()`."""
         ...
 
+    async def open_staged(self, staged: StagedBlob) -> AsyncGenerator[bytes, None]:
+        """The bytes of a staged blob, in chunks, as `open_range` gives a stored one's (for
+        a scan before they are made visible)."""
+        ...
+
     async def delete(self, key: str) -> None:
         """Remove a blob; removing a missing blob is not an error."""
         ...

@@ -107,6 +107,13 @@ class LocalBlobStore:
             raise BlobMissing(f"blob {key} is missing") from None
         return _read_range(file, end - start)
 
+    async def open_staged(self, staged: StagedBlob) -> AsyncGenerator[bytes, None]:
+        try:
+            file = await to_thread.run_sync(_open_at, self._staged_path(staged.token), 0)
+        except FileNotFoundError:
+            raise BlobMissing(f"staged blob {staged.token} is gone") from None
+        return _read_range(file, staged.size)
+
     async def delete(self, key: str) -> None:
         await to_thread.run_sync(self.local_path(key).unlink, True)
 

@@ -145,7 +145,13 @@ class S3BlobStore:
         await self._delete(_staged_path(staged.token))
 
     async def open_range(self, key: str, start: int, end: int) -> AsyncGenerator[bytes, None]:
-        path = _blob_path(key)
+        return await self._open(_blob_path(key), start, end)
+
+    async def open_staged(self, staged: StagedBlob) -> AsyncGenerator[bytes, None]:
+        return await self._open(_staged_path(staged.token), 0, staged.size)
+
+    async def _open(self, path: str, start: int, end: int) -> AsyncGenerator[bytes, None]:
+        key = path.rpartition("/")[2]
         if end <= start:  # S3 has no empty range: ask whether the blob is there at all
             if await self._head(path) is None:
                 raise BlobMissing(f"blob {key} is missing")

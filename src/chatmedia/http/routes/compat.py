@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect
 
 from chatmedia.access.links import file_engine_resource
 from chatmedia.access.principal import Principal
-from chatmedia.errors import ChatMediaError, FileNotFound
+from chatmedia.errors import ChatMediaError, FileNotFound, FileNotReady
 from chatmedia.http.content import content_response
 from chatmedia.http.deps import (
     authorized,
@@ -191,7 +191,7 @@ async def download_file_stream(
             grant = services.links.check(file_engine_resource(filename), params)
             record = await linked_file(services, grant, stored_name=filename)
         attachment = grant.disposition == "attachment"
-        return await content_response(request, record, services, attachment=attachment)
+        return await _engine_content(request, record, services, attachment)
     principal = None
     if mode == "key":
         principal = await request_principal(request)
@@ -199,7 +199,18 @@ async def download_file_stream(
     else:  # open: anyone who knows the name, within the limit of their address
         services.limiter.admit_anonymous(request.scope)
     record = await get_file_by_stored_name(services, principal, filename)
-    return await content_response(request, record, services)
+    return await _engine_content(request, record, services)
+
+
+async def _engine_content(
+    request: Request, record: FileRecord, services: Services, attachment: bool = False
+) -> Response:
+    """The content, in the file-engine's convention: content not served yet (its scan is
+    pending) is not found."""
+    try:
+        return await content_response(request, record, services, attachment=attachment)
+    except FileNotReady:
+        raise FileNotFound(f"no file named '{record.stored_name}'") from None
 
 
 @router.get(

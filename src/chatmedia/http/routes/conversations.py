@@ -228,7 +228,8 @@ async def conversation_events(
     since: Annotated[str | None, Query(alias="lastEventId", pattern=LAST_EVENT_ID)] = None,
 ) -> StreamingResponse:
     """Server-Sent Events of the conversation: message.created, message.deleted,
-    file.created, file.deleted. Resume with `Last-Event-ID` (or `?lastEventId=`)."""
+    file.created, file.deleted, file.updated (its scan finished), file.quarantined. Resume
+    with `Last-Event-ID` (or `?lastEventId=`)."""
     if token is not None:
         with credential_check(services, request):
             principal = await events.check_stream_token(services, token, conversation_id)

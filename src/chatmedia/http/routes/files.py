@@ -14,6 +14,7 @@ from chatmedia.errors import (
     DestinationNotAllowed,
     FieldTooLarge,
     FileNotFound,
+    FileNotReady,
     FileTooLarge,
     IdempotencyKeyInProgress,
     IdempotencyKeyReused,
@@ -24,6 +25,7 @@ from chatmedia.errors import (
     InvalidSignature,
     InvalidSourceUrl,
     LinkExpired,
+    MalwareDetected,
     PreconditionFailed,
     RangeNotSatisfiable,
     RequestTooLarge,
@@ -66,7 +68,7 @@ IDEMPOTENCY_KEY: dict[str, Any] = {
 }
 IDEMPOTENT = (InvalidIdempotencyKey, IdempotencyKeyInProgress, IdempotencyKeyReused)
 # What an upload can be refused for, the form aside.
-UPLOAD_ERRORS = (FileTooLarge, UnsupportedMediaType)
+UPLOAD_ERRORS = (FileTooLarge, UnsupportedMediaType, MalwareDetected)
 FORM_ERRORS = (InvalidMultipart, InvalidProperties, FieldTooLarge)
 IMPORT_ERRORS = (
     InvalidSourceUrl,
@@ -212,7 +214,7 @@ async def get_file(file_id: str, services: ServicesDep, principal: Reader) -> di
 
 
 CONTENT_ANSWERS: dict[int | str, dict[str, Any]] = answers(
-    FileNotFound, PreconditionFailed, RangeNotSatisfiable, ok=BINARY
+    FileNotFound, FileNotReady, PreconditionFailed, RangeNotSatisfiable, ok=BINARY
 ) | {
     206: {"description": "One range (RFC 9110 §14)", "content": BINARY},
     304: {"description": "Not modified (If-None-Match, If-Modified-Since)"},

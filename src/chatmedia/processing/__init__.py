@@ -1,0 +1,1 @@
+"""The processing pipeline: durable jobs that follow a store, run by every worker."""

@@ -1,0 +1,94 @@
+"""The job runner: each worker of each node claims due jobs (chatmedia.db.jobs) and runs
+them, a few at a time, with retries after a failure and after a crash.
+
+A handler finishes its job itself, in the transaction that records its result, so a
+result and the end of its job commit together. It raises RetryLater when the job cannot
+be done yet (a scanner that does not answer); any other exception is a bug, logged, and
+retried the same way. Retries back off exponentially, to at most MAX_DELAY.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+
+import anyio
+
+from chatmedia.db.jobs import Job, Jobs
+from chatmedia.services import BACKEND_OUTAGES, Services
+
+log = logging.getLogger("chatmedia.processing")
+
+Handler = Callable[[Services, Job], Awaitable[None]]
+
+# Jobs one worker runs at once.
+CONCURRENCY = 4
+# How long a claim lasts: a job not finished by then (its worker died) comes due again.
+LEASE = timedelta(minutes=5)
+MAX_DELAY = timedelta(seconds=30)
+# How often a worker looks for due jobs when nothing woke it (retries, other nodes' jobs).
+POLL_SECONDS = 1.0
+
+
+class RetryLater(Exception):
+    """The job cannot be done now; the message says why (kept on the job)."""
+
+
+async def run_jobs_forever(
+    services: Services, handlers: Mapping[str, Handler], stopping: anyio.Event
+) -> None:
+    """Claim due jobs of the kinds in `handlers` and run them, up to CONCURRENCY at once,
+    woken by this process's events and at least every POLL_SECONDS, until `stopping` is
+    set (jobs under way are let finish)."""
+    slots = anyio.Semaphore(CONCURRENCY)
+    async with anyio.create_task_group() as running:
+        while not stopping.is_set():
+            version = services.bus.version
+            claimed: list[Job] = []
+            if slots.value:
+                claimed = await _claim(services, handlers, slots.value)
+            for job in claimed:
+                await slots.acquire()
+                running.start_soon(_run, services, handlers[job.kind], job, slots)
+            if not claimed:
+                with anyio.move_on_after(POLL_SECONDS):
+                    await services.bus.wait(version)
+
+
+async def _claim(services: Services, handlers: Mapping[str, Handler], free: int) -> list[Job]:
+    try:
+        async with services.db.write() as conn:
+            return await Jobs(conn).claim_due(handlers, datetime.now(UTC), LEASE, free)
+    except BACKEND_OUTAGES as e:
+        log.warning("could not claim jobs (%s); trying again", e)
+    except Exception:
+        log.exception("could not claim jobs; trying again")
+    return []
+
+
+async def _run(services: Services, handler: Handler, job: Job, slots: anyio.Semaphore) -> None:
+    try:
+        await handler(services, job)
+    except RetryLater as e:
+        await _retry(services, job, str(e))
+    except BACKEND_OUTAGES as e:
+        await _retry(services, job, f"backend outage: {e}")
+    except Exception as e:
+        log.exception("%s job for %s failed", job.kind, job.subject)
+        await _retry(services, job, f"{type(e).__name__}: {e}")
+    finally:
+        slots.release()
+
+
+async def _retry(services: Services, job: Job, error: str) -> None:
+    """Let the job come due again after a delay doubling with each attempt (from 1 s, with
+    up to 10 % jitter); if even that cannot be written, its lease runs out instead."""
+    delay = min(timedelta(seconds=2 ** min(job.attempts - 1, 30)), MAX_DELAY)
+    at = datetime.now(UTC) + delay * (1 + random.random() / 10)
+    try:
+        async with services.db.write() as conn:
+            await Jobs(conn).retry(job, at, error)
+    except Exception as e:
+        log.warning("could not reschedule %s job for %s: %s", job.kind, job.subject, e)
