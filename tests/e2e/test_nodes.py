@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.clamdserver import running_clamd
 from tests.conftest import png_bytes, unsigned
 from tests.e2e.conftest import Server, assert_unavailable
 from tests.e2e.test_erasure import erase_and_check
@@ -317,3 +318,31 @@ def test_changes_on_one_node_reach_the_others_cache_within_a_second(
         assert _until(401, content, reader) < 1.0
         assert on_a.delete(f"/v1/files/{file['id']}").status_code == 204
         assert _until(404, content, b.auth) < 1.0
+
+
+def test_a_file_quarantined_by_new_signatures_vanishes_from_both_nodes_within_a_second(
+    nodes: Callable[..., Server], tmp_path: Path
+) -> None:
+    with running_clamd(tmp_path / "clamd") as clamd:
+        scanning = {"clamav_url": clamd.tcp_url, "rescan_check_interval": "1s"}
+        a, b = nodes(**scanning), nodes(**scanning)
+        marker = b"CHATMEDIA-NODES-" + secrets.token_hex(8).encode()
+        with a.client(headers=a.auth) as on_a:
+            file = on_a.post("/v1/files", files={"file": ("n.txt", b"notes " + marker)}).json()
+            assert file["scan"]["status"] == "clean"
+            made = on_a.post("/v1/keys", json={"name": "r", "scopes": ["files:read"]}).json()
+        reader = {"Authorization": f"Bearer {made['key']}"}
+        urls = [f"{node.url}/v1/files/{file['id']}/content" for node in (a, b)]
+        for _ in range(10):  # both serve it from their caches from now on
+            assert {httpx.get(url, headers=reader).status_code for url in urls} == {200}
+        clamd.add_signature("Chatmedia-Test-Nodes", marker)
+        clamd.reload()
+        # Whichever node scans it again, the other refuses it within a second.
+        gone: dict[str, float] = {}
+        deadline = time.monotonic() + 30
+        while len(gone) < 2 and time.monotonic() < deadline:
+            for url in urls:
+                if url not in gone and httpx.get(url, headers=reader).status_code == 404:
+                    gone[url] = time.monotonic()
+        assert len(gone) == 2, "not quarantined on both nodes"
+        assert abs(gone[urls[0]] - gone[urls[1]]) < 1.0
