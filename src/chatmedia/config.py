@@ -93,6 +93,11 @@ class Settings:
     rescan_window: timedelta
     rescan_rate: int
     rescan_check_interval: timedelta
+    strip_metadata: str
+    max_image_pixels: int
+    media_workers: int
+    media_memory: int
+    media_timeout: float
     channels: Mapping[str, ChannelProfile]
 
     @property

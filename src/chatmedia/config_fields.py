@@ -176,4 +176,17 @@ FIELDS: dict[str, Field] = {
     "rescan_check_interval": Field(
         interval, "1m", "How often clamd is asked for its signature version."
     ),
+    "strip_metadata": Field(
+        choice("location", "all", "off"),
+        "location",
+        "What is taken out of JPEG, PNG and WebP before they are stored: location, all, off.",
+    ),
+    "max_image_pixels": Field(
+        positive_int, "32000000", "Images with more pixels get no preview (never decoded)."
+    ),
+    "media_workers": Field(
+        positive_int, "2", "Sandboxed processes each server worker decodes media in at once."
+    ),
+    "media_memory": Field(parse_size, "1GiB", "Address space each media process may use."),
+    "media_timeout": Field(seconds, "30", "Seconds a media process may take."),
 }

@@ -21,6 +21,7 @@ handler (chatmedia.http.responses) renders them all as
     │   └── QuotaExceeded
     ├── NotFound (404)
     │   ├── FileNotFound
+    │   ├── PreviewNotAvailable
     │   ├── MessageNotFound
     │   ├── WebhookNotFound
     │   └── KeyNotFound
@@ -152,6 +153,13 @@ class NotFound(ChatMediaError):
 
 class FileNotFound(NotFound):
     code = "file_not_found"
+
+
+class PreviewNotAvailable(NotFound):
+    """The file has no preview: it is not an image, video or PDF that is decoded, or its
+    decoding failed."""
+
+    code = "preview_not_available"
 
 
 class IdempotencyKeyInProgress(ChatMediaError):

@@ -10,6 +10,7 @@ from typing import Any, Literal
 FileType = Literal["HOSTED", "EXTERNAL"]
 MessageType = Literal["TEXT", "FILE", "IMAGE", "VIDEO", "AUDIO"]
 ScanStatus = Literal["pending", "clean", "infected", "error", "skipped"]
+MediaStatus = Literal["pending", "done", "failed", "unsupported"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,39 @@ class ScanState:
     status: ScanStatus
     signature: str | None = None
     scanned_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """A smaller image of a file, kept in the blob store under `key`: `size` is the box
+    it fits (320 or 800), `length` its bytes."""
+
+    size: int
+    width: int
+    height: int
+    content_type: str
+    key: str
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class MediaState:
+    """What a file's bytes are as media (chatmedia.media): dimensions as displayed, a
+    duration, a placeholder, a voice note's waveform, a PDF's pages, its previews; and
+    whether the work that finds them is done."""
+
+    status: MediaStatus
+    width: int | None = None
+    height: int | None = None
+    duration_ms: int | None = None
+    blurhash: str | None = None
+    waveform: tuple[int, ...] | None = None
+    pages: int | None = None
+    previews: tuple[Preview, ...] = ()
+
+    def preview(self, size: int) -> Preview | None:
+        """The preview made for box `size`, if any."""
+        return next((p for p in self.previews if p.size == size), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +76,10 @@ class FileRecord:
     link_generation: int = 0
     # Its bytes' scan (kept on the blob): None when they were stored without scanning.
     scan: ScanState | None = None
+    # Its bytes as media (kept on the blob): None when they are not media.
+    media: MediaState | None = None
+    # Whether metadata (location…) was taken out of the bytes before they were stored.
+    metadata_stripped: bool = False
 
     @property
     def quarantined(self) -> bool:

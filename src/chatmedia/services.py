@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ from chatmedia.egress.oauth import TokenCache
 from chatmedia.fairuse import counters
 from chatmedia.fairuse.counters import NodeCounters
 from chatmedia.fairuse.limiter import Limiter
+from chatmedia.media.sandbox import Sandbox, SandboxLimits
 from chatmedia.scanning.scanner import Scanner
 from chatmedia.storage import BlobStore, LocalPaths, Presigner, StoreUnavailable
 from chatmedia.storage.local import LocalBlobStore
@@ -39,6 +41,8 @@ class Services:
     links: Links
     limiter: Limiter
     cache: RecordCache
+    # Where media are decoded (chatmedia.media): never in this process.
+    sandbox: Sandbox
     # Set when content requests are answered with a redirect to the store itself.
     presigner: Presigner | None = None
     # The store again when its blobs are files here, which the server can send itself.
@@ -48,7 +52,8 @@ class Services:
     key_use: KeyUse = field(default_factory=KeyUse)
 
     async def close(self) -> None:
-        """Release the database connections."""
+        """Release the database connections and the media processes."""
+        self.sandbox.close()
         await self.db.close()
 
 
@@ -76,7 +81,18 @@ def open_services(settings: Settings, resolver: Resolver = system_resolver) -> S
         presigner=redirect,
         local_paths=store if isinstance(store, LocalPaths) else None,
         scanner=Scanner(url, settings.clamav_timeout) if (url := settings.clamav_url) else None,
+        sandbox=_sandbox(settings),
     )
+
+
+def _sandbox(settings: Settings) -> Sandbox:
+    """The media sandbox (its processes start on first use)."""
+    limits = SandboxLimits(
+        memory_bytes=settings.media_memory,
+        cpu_seconds=math.ceil(settings.media_timeout) + 1,
+        timeout=settings.media_timeout,
+    )
+    return Sandbox(limits, settings.media_workers)
 
 
 def _changes_path(db: Database) -> str | None:

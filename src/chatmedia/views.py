@@ -3,12 +3,12 @@ event log, so they live outside the HTTP layer."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
-from chatmedia.access.links import Links, content_path
-from chatmedia.models import Event, FileRecord, MessageRecord, ScanState
+from chatmedia.access.links import Links, content_path, preview_path
+from chatmedia.models import Event, FileRecord, MediaState, MessageRecord, ScanState
 
 
 def timestamp(moment: datetime) -> str:
@@ -26,6 +26,12 @@ def file_view(record: FileRecord, public_url: str, links: Links | None = None) -
         url = links.content_url(record.id, record.link_generation)[0]
     else:
         url = public_url + content_path(record.id)
+
+    def preview_url(size: int) -> str:
+        if links is not None:
+            return links.preview_url(record.id, record.link_generation, size)
+        return f"{public_url}{preview_path(record.id)}?size={size}"
+
     view: dict[str, Any] = {
         "id": record.id,
         "type": record.type,
@@ -41,6 +47,29 @@ def file_view(record: FileRecord, public_url: str, links: Links | None = None) -
     }
     if record.scan is not None:
         view["scan"] = scan_view(record.scan)
+    if record.media is not None:
+        view["media"] = media_view(record.media, preview_url)
+    if record.metadata_stripped:
+        view["metadataStripped"] = True
+    return view
+
+
+def media_view(media: MediaState, preview_url: Callable[[int], str]) -> dict[str, Any]:
+    """A File's `media`: what is known so far, its previews, and `processing`."""
+    view: dict[str, Any] = {"processing": media.status}
+    fields = (
+        ("width", media.width), ("height", media.height), ("durationMs", media.duration_ms),
+        ("blurhash", media.blurhash), ("pages", media.pages),
+    )  # fmt: skip
+    view |= {name: value for name, value in fields if value is not None}
+    if media.waveform is not None:
+        view["waveform"] = list(media.waveform)
+    if media.previews:
+        view["previews"] = [
+            {"size": p.size, "width": p.width, "height": p.height,
+             "contentType": p.content_type, "url": preview_url(p.size)}
+            for p in media.previews
+        ]  # fmt: skip
     return view
 
 
@@ -99,7 +128,13 @@ def with_fresh_link(
     file_id = hosted_file_id(data)
     if file_id is None or file_id not in generations:
         return dict(data)
-    url = links.content_url(file_id, generations[file_id])[0]
-    if "file" in data:
-        return dict(data) | {"file": dict(data["file"]) | {"url": url}}
-    return dict(data) | {"url": url}
+    generation = generations[file_id]
+    file = dict(data.get("file", data))
+    file["url"] = links.content_url(file_id, generation)[0]
+    if "previews" in file.get("media", {}):
+        previews = [
+            dict(p) | {"url": links.preview_url(file_id, generation, p["size"])}
+            for p in file["media"]["previews"]
+        ]
+        file["media"] = dict(file["media"]) | {"previews": previews}
+    return dict(data) | {"file": file} if "file" in data else file

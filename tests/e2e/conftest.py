@@ -11,11 +11,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from tests.conftest import png_bytes
+from tests.receivers import sse_events
 
 CHATMEDIA = str(Path(sys.executable).with_name("chatmedia"))
 START_TIMEOUT = 30.0
@@ -128,6 +130,28 @@ class Server:
 
     def stored_blobs(self) -> list[Path]:
         return [p for p in (self.data_dir / "blobs").rglob("*") if p.is_file()]
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def replay(client: httpx.Client, conversation: str, count: int) -> list[Any]:
+    """The conversation's first `count` events, replayed from the log."""
+    url = client.post(f"/v1/conversations/{conversation}/events/token").json()["url"]
+    events = []
+    with httpx.stream("GET", url, headers={"Last-Event-ID": "0"}, timeout=10) as response:
+        for event in sse_events(response):
+            events.append(event)
+            if len(events) == count:
+                break
+    return events
 
 
 def assert_unavailable(client: httpx.Client, requests: list[tuple[str, str]], secret: str) -> None:

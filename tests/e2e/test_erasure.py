@@ -14,7 +14,7 @@ import pytest
 
 from chatmedia.storage.s3 import open_s3_store
 from tests.conftest import png_bytes
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import Server, wait_for
 from tests.receivers import SseEvent, sse_events
 
 pytestmark = pytest.mark.e2e
@@ -46,6 +46,9 @@ def erase_and_check(server: Server, doomed: str = "erase-me", kept: str = "keep-
         # Fetched from this node, whatever public address the links name.
         links = [server.url + "/" + u.split("/", 3)[3] for u in (first["url"], own["url"])]
         assert all(httpx.get(u).status_code == 200 for u in links)
+        # Their previews made (each file then has its file.updated too).
+        for file in (kept_file, first, own):
+            wait_for(lambda f=file: _processed(client, f["id"]))
         blobs_before = set(server.stored_blobs())
 
         # A live reader of the doomed conversation.
@@ -69,7 +72,7 @@ def erase_and_check(server: Server, doomed: str = "erase-me", kept: str = "keep-
 
         erased = client.delete(f"/v1/conversations/{doomed}")
         assert erased.status_code == 200, erased.text
-        assert erased.json() == {"files": 2, "messages": 1, "events": 3}
+        assert erased.json() == {"files": 2, "messages": 1, "events": 5}
         thread.join(10)
         assert [e.event for e in seen] == ["conversation.deleted"]
         assert seen[0].data["data"] == {"conversationId": doomed} | erased.json()
@@ -113,8 +116,12 @@ def erase_and_check(server: Server, doomed: str = "erase-me", kept: str = "keep-
     # In the store: the erased conversation's own bytes are gone, the shared ones kept.
     assert _in_store(server, own["sha256"]) is False
     assert _in_store(server, kept_file["sha256"]) is True
-    if server.env.get("CHATMEDIA_STORAGE_URL") is None:
-        assert len(set(server.stored_blobs())) == len(blobs_before) - 1
+    if server.env.get("CHATMEDIA_STORAGE_URL") is None:  # the bytes and their 2 previews
+        assert len(set(server.stored_blobs())) == len(blobs_before) - 3
+
+
+def _processed(client: httpx.Client, file_id: str) -> bool:
+    return bool(client.get(f"/v1/files/{file_id}").json()["media"]["processing"] == "done")
 
 
 def _in_store(server: Server, sha256: str) -> bool:

@@ -28,8 +28,10 @@ def test_upload_answers_a_file(api: Api) -> None:
     body = response.json()
     assert set(body) == {
         "id", "type", "name", "storedName", "contentType", "size", "url", "sha256",
-        "conversationId", "properties", "createdAt",
+        "conversationId", "properties", "createdAt", "media",
     }  # fmt: skip
+    # An image: its size from its header at once, the rest from its job.
+    assert body["media"] == {"processing": "pending", "width": 4, "height": 4}
     assert body["type"] == "HOSTED"
     assert body["name"] == "photo.png"
     assert body["storedName"] == "c1_photo.png"

@@ -2,6 +2,7 @@
 browser's <img>, an agent desk's download link or a provider fetching `mediaUrl`.
 
     /v1/files/{id}/content?exp=UNIX&disp=inline&g=GEN&kid=KID&sig=HMAC
+    /v1/files/{id}/preview?size=320&exp=…     (a preview: the size is signed too)
 
 The HMAC-SHA256, in URL-safe base64, covers the method (GET, which HEAD is too), the
 path, the expiry, the signing key's id, the disposition and the file's link generation:
@@ -81,6 +82,11 @@ class Links:
         query, expires = self.sign(path, generation, ttl=ttl, disposition=disposition)
         return f"{self._public_url}{path}?{query}", expires
 
+    def preview_url(self, file_id: str, generation: int, size: int) -> str:
+        """A signed URL of the file's preview for box `size`, valid the configured TTL."""
+        query, _ = self.sign(preview_resource(file_id, size), generation)
+        return f"{self._public_url}{preview_path(file_id)}?size={size}&{query}"
+
     def file_engine_url(self, stored_name: str, generation: int) -> str:
         """A signed file-engine download URL (CHATMEDIA_COMPAT_DOWNLOAD=signed)."""
         query, _ = self.sign(file_engine_resource(stored_name), generation)
@@ -131,6 +137,16 @@ class Links:
 def content_path(file_id: str) -> str:
     """The path of a file's content, which its links sign."""
     return f"/v1/files/{file_id}/content"
+
+
+def preview_path(file_id: str) -> str:
+    """The path of a file's previews (`?size=` picks one)."""
+    return f"/v1/files/{file_id}/preview"
+
+
+def preview_resource(file_id: str, size: int) -> str:
+    """What a preview link signs: the path and the size."""
+    return f"{preview_path(file_id)}\n{size}"
 
 
 FILE_ENGINE_DOWNLOAD = "/file-engine/api/downloadFileStream"

@@ -90,10 +90,15 @@ _UNREACHABLE = (
 _UNAVAILABLE_SQLSTATES = ("08", "57P")
 
 
+def upsert(conn: Conn, table: sa.Table) -> Any:
+    """An INSERT of the connection's dialect, which takes ON CONFLICT clauses."""
+    dialect = postgresql_dialect if conn.dialect.name == "postgresql" else sqlite_dialect
+    return dialect.insert(table)
+
+
 def insert_ignore(conn: Conn, table: sa.Table) -> Any:
     """INSERT … ON CONFLICT DO NOTHING, in the connection's dialect."""
-    dialect = postgresql_dialect if conn.dialect.name == "postgresql" else sqlite_dialect
-    return dialect.insert(table).on_conflict_do_nothing()
+    return upsert(conn, table).on_conflict_do_nothing()
 
 
 @contextmanager

@@ -11,16 +11,21 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from chatmedia.db.changes import file_changed
 from chatmedia.db.engine import Conn
+from chatmedia.db.media import media_state
 from chatmedia.db.pages import Conversations, newest_first
 from chatmedia.db.schema import blobs, files
 from chatmedia.models import FileRecord, ScanState
 
 # FileRecord's fields are the columns of `files` (besides the internal `seq`), and the
 # scan state of its blob.
-_RECORD_FIELDS = tuple(f.name for f in fields(FileRecord) if f.name != "scan")
-_SCAN_COLUMNS = (blobs.c.scan_status, blobs.c.scan_signature, blobs.c.scanned_at)
-# A file with its blob's scan state (an EXTERNAL file has no blob).
-_FILES = sa.select(files, *_SCAN_COLUMNS).select_from(
+_BLOB_FIELDS = ("scan", "media", "metadata_stripped")
+_RECORD_FIELDS = tuple(f.name for f in fields(FileRecord) if f.name not in _BLOB_FIELDS)
+_BLOB_COLUMNS = (
+    blobs.c.scan_status, blobs.c.scan_signature, blobs.c.scanned_at, blobs.c.media_status,
+    blobs.c.media, blobs.c.metadata_stripped,
+)  # fmt: skip
+# A file with what its blob says of its bytes (an EXTERNAL file has no blob).
+_FILES = sa.select(files, *_BLOB_COLUMNS).select_from(
     files.outerjoin(blobs, blobs.c.sha256 == files.c.sha256)
 )
 # The lookups of every download, built once: building a statement and its cache key takes
@@ -198,4 +203,9 @@ def _record(row: sa.Row[Any]) -> FileRecord:
     scan = None
     if status is not None:
         scan = ScanState(status, values["scan_signature"], values["scanned_at"])
-    return FileRecord(**{name: values[name] for name in _RECORD_FIELDS}, scan=scan)
+    return FileRecord(
+        **{name: values[name] for name in _RECORD_FIELDS},
+        scan=scan,
+        media=media_state(values["media_status"], values["media"]),
+        metadata_stripped=bool(values["metadata_stripped"]),
+    )

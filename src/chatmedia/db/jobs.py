@@ -14,12 +14,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
-from chatmedia.db.engine import Conn
+from chatmedia.db.engine import Conn, upsert
 from chatmedia.db.schema import jobs
 
-_DIALECTS = {"sqlite": sqlite, "postgresql": postgresql}
 # The longest error text kept on a job.
 _ERROR_LENGTH = 500
 
@@ -61,7 +59,7 @@ class Jobs:
         ]  # fmt: skip
         if not rows:
             return
-        insert = _DIALECTS[self._conn.dialect.name].insert(jobs)
+        insert = upsert(self._conn, jobs)
         excluded = insert.excluded
         statement = insert.on_conflict_do_update(
             index_elements=[jobs.c.kind, jobs.c.subject],
@@ -100,6 +98,22 @@ class Jobs:
             .values(run_after=now + lease, attempts=jobs.c.attempts + 1)
         )
         return [Job(row.seq, row.kind, row.subject, row.priority, row.attempts + 1) for row in rows]
+
+    async def claim(self, kind: str, subject: str, now: datetime, lease: timedelta) -> Job | None:
+        """Claim this one job now if it is queued and due (work asked for by a client
+        that waits for it); None when it is not (done, or another worker has it)."""
+        query = jobs.select().where(
+            jobs.c.kind == kind, jobs.c.subject == subject, jobs.c.run_after <= now
+        )
+        row = (await self._conn.execute(query.with_for_update(skip_locked=True))).first()
+        if row is None:
+            return None
+        await self._conn.execute(
+            jobs.update()
+            .where(jobs.c.seq == row.seq)
+            .values(run_after=now + lease, attempts=jobs.c.attempts + 1)
+        )
+        return Job(row.seq, row.kind, row.subject, row.priority, row.attempts + 1)
 
     async def finish(self, job: Job) -> bool:
         """Remove a job once done; False when its claim was lost (its lease ran out and it

@@ -8,14 +8,12 @@ from datetime import datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
-from chatmedia.db.engine import Conn
+from chatmedia.db.engine import Conn, upsert
 from chatmedia.db.pages import newest_first
 from chatmedia.db.schema import blobs, quarantine, service_state
 from chatmedia.models import QuarantineEntry, ScanState, ScanStatus
 
-_DIALECTS = {"sqlite": sqlite, "postgresql": postgresql}
 _ENTRY_FIELDS = tuple(f.name for f in fields(QuarantineEntry))
 
 
@@ -118,7 +116,7 @@ async def shared_value(conn: Conn, name: str) -> str | None:
 
 async def set_shared_value(conn: Conn, name: str, value: str, now: datetime) -> None:
     """Set a fact the nodes share."""
-    table = _DIALECTS[conn.dialect.name].insert(service_state)
+    table = upsert(conn, service_state)
     statement = table.on_conflict_do_update(
         index_elements=[service_state.c.name], set_={"value": value, "updated_at": now}
     )

@@ -32,7 +32,7 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 
 # The migration (db/migrations/versions) that creates exactly these tables.
-SCHEMA_REVISION = "0009"
+SCHEMA_REVISION = "0010"
 
 metadata = sa.MetaData(
     naming_convention={
@@ -58,6 +58,11 @@ blobs = sa.Table(
     sa.Column("scan_signature", sa.Text, nullable=True),
     sa.Column("scanned_at", UTCDateTime, nullable=True),
     sa.Column("scan_version", sa.Text, nullable=True),
+    # What the bytes are as media (chatmedia.media): null when they are not media; its
+    # JSON the fields and previews once found (chatmedia.db.media).
+    sa.Column("media_status", sa.String(16), nullable=True),
+    sa.Column("media", sa.JSON(none_as_null=True), nullable=True),
+    sa.Column("metadata_stripped", sa.Boolean, nullable=True),
     sa.Index(None, "scan_status", "created_at"),
 )
 

@@ -35,12 +35,13 @@ from chatmedia.http.routes import (
 )
 from chatmedia.http.security import SecurityHeadersMiddleware
 from chatmedia.http.shortcut import Shortcut
+from chatmedia.media.job import MEDIA_JOB, media_job
 from chatmedia.memory import trim_when_quiet
 from chatmedia.pipelines.events import prune_events
 from chatmedia.pipelines.files import sweep_expired
 from chatmedia.pipelines.keys import create_first_key, record_key_use
 from chatmedia.pipelines.webhooks import deliver_forever
-from chatmedia.processing.jobs import run_jobs_forever
+from chatmedia.processing.jobs import Handler, run_jobs_forever
 from chatmedia.scanning.job import SCAN_JOB, scan_job
 from chatmedia.scanning.signatures import watch_signatures
 from chatmedia.services import BACKEND_OUTAGES, Services, open_services
@@ -98,10 +99,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
             tasks.start_soon(_record_key_use, services, stopping)
             tasks.start_soon(trim_when_quiet, lambda: metrics.answered, stopping)
+            handlers: dict[str, Handler] = {MEDIA_JOB: media_job}
             if services.scanner is not None:
                 await services.scanner.read_version()
-                tasks.start_soon(run_jobs_forever, services, {SCAN_JOB: scan_job}, stopping)
+                handlers[SCAN_JOB] = scan_job
                 tasks.start_soon(watch_signatures, services, stopping)
+            tasks.start_soon(run_jobs_forever, services, handlers, stopping)
             yield
             # Let the loops end between transactions rather than cancel them inside one.
             stopping.set()

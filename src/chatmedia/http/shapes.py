@@ -42,6 +42,27 @@ class Scan(_Shape):
     scanned_at: str | None = Field(None, alias="scannedAt", description="ISO 8601, UTC")
 
 
+class PreviewShape(_Shape):
+    size: Literal[320, 800] = Field(description="The box it fits, in pixels")
+    width: int
+    height: int
+    content_type: str = Field(alias="contentType")
+    url: str = Field(description="Signed like the file's url")
+
+
+class Media(_Shape):
+    """What a HOSTED file is as media: only what applies and is known so far."""
+
+    processing: Literal["pending", "done", "failed", "unsupported"]
+    width: int | None = Field(None, description="As displayed (after EXIF rotation)")
+    height: int | None = None
+    duration_ms: int | None = Field(None, alias="durationMs", description="Audio, video")
+    blurhash: str | None = Field(None, description="A placeholder: images, video posters")
+    waveform: list[int] | None = Field(None, description="Audio: 64 levels, 0-100")
+    pages: int | None = Field(None, description="PDF")
+    previews: list[PreviewShape] | None = None
+
+
 class File(_Shape):
     """A HOSTED file (stored here) or an EXTERNAL one (a reference)."""
 
@@ -57,6 +78,14 @@ class File(_Shape):
     properties: dict[str, Any]
     created_at: str = Field(alias="createdAt", description="ISO 8601, UTC")
     scan: Scan | None = Field(None, description="Present when the file was stored with scanning on")
+    media: Media | None = Field(
+        None, description="Present when the file is an image, video, audio or PDF"
+    )
+    metadata_stripped: bool | None = Field(
+        None,
+        alias="metadataStripped",
+        description="Present (true) when location or other metadata was removed",
+    )
 
 
 class FileQuarantined(_Shape):

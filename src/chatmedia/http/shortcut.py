@@ -21,24 +21,27 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chatmedia.access.links import is_signed
+from chatmedia.access.links import is_signed, preview_resource
 from chatmedia.errors import ChatMediaError
 from chatmedia.http.content import content_response
 from chatmedia.http.deps import credential_check, request_principal, widget_or_principal
 from chatmedia.http.responses import client_disconnected, render_error, unexpected_error
 from chatmedia.http.routes import compat, files
+from chatmedia.media.previews import preview_file
 from chatmedia.pipelines.files import linked_file
 from chatmedia.services import BACKEND_OUTAGES, Services
 
 _HANDLED: tuple[type[Exception], ...] = (ChatMediaError, *BACKEND_OUTAGES)
 
 Answer = Callable[[Request, Services], Awaitable[Response | None]]
+# The largest preview size a request may name (it is served the largest made).
+PREVIEW_SIZE_LIMIT = 100_000
 
 
 class Shortcut:
-    """GET and HEAD of `/v1/files/{file_id}/content` and of the file-engine's
-    `downloadFileStream`, and POST of `/v1/files` and of `uploadFileStream`, straight to
-    their endpoints; everything else to `app`."""
+    """GET and HEAD of `/v1/files/{file_id}/content`, of its `preview` and of the
+    file-engine's `downloadFileStream`, and POST of `/v1/files` and of `uploadFileStream`,
+    straight to their endpoints; everything else to `app`."""
 
     def __init__(self, app: ASGIApp, services: Services) -> None:
         self.app = app
@@ -47,6 +50,7 @@ class Shortcut:
         # label requests by the route's template).
         self.routes = (
             Route("/v1/files/{file_id}/content", _native, methods=["GET", "HEAD"]),
+            Route("/v1/files/{file_id}/preview", _preview, methods=["GET", "HEAD"]),
             Route("/file-engine/api/downloadFileStream", _file_engine, methods=["GET", "HEAD"]),
             Route("/v1/files", _native_upload, methods=["POST"]),
             Route("/file-engine/api/uploadFileStream", _file_engine_upload, methods=["POST"]),
@@ -108,6 +112,24 @@ async def _native(request: Request, services: Services) -> Response:
     principal = await request_principal(request)
     principal.require("files:read")
     return await files.get_content(request.path_params["file_id"], request, services, principal)
+
+
+async def _preview(request: Request, services: Services) -> Response | None:
+    params = QueryParams(request.scope["query_string"])
+    size = params.get("size", "320")
+    if not size.isdigit() or not 1 <= int(size) <= PREVIEW_SIZE_LIMIT:
+        return None  # the app answers the bad parameter
+    file_id = request.path_params["file_id"]
+    if not is_signed(params):
+        principal = await request_principal(request)
+        principal.require("files:read")
+        return await files.get_preview(file_id, request, services, principal, int(size))
+    with credential_check(services, request):
+        grant = services.links.check(preview_resource(file_id, int(size)), params)
+        record = await linked_file(services, grant, file_id=file_id)
+    return await content_response(
+        request, await preview_file(services, record, int(size)), services
+    )
 
 
 async def _native_upload(request: Request, services: Services) -> Response:

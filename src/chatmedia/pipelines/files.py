@@ -20,6 +20,7 @@ from chatmedia.db.files import Files, expired_files, file_by_id, file_by_stored_
 from chatmedia.db.pages import Conversations
 from chatmedia.db.usage import Usage
 from chatmedia.errors import BadRequest, FileNotFound, InvalidSignature
+from chatmedia.media.store import delete_previews
 from chatmedia.models import FileRecord, Page
 from chatmedia.pipelines.upload import log_file_event
 from chatmedia.services import Services
@@ -163,7 +164,8 @@ async def remove_file(conn: Conn, services: Services, record: FileRecord) -> Non
 
 async def drop_files(conn: Conn, services: Services, records: Sequence[FileRecord]) -> None:
     """In the caller's write transaction: remove the files' rows and release their blobs,
-    removing the bytes while holding a blob's lock when no other file uses them; then, as
+    removing the bytes (and their previews) while holding a blob's lock when no other file
+    uses them; then, as
     the transaction's last lock, take them out of their tenants' usage."""
     gone = []
     for record in records:
@@ -172,6 +174,7 @@ async def drop_files(conn: Conn, services: Services, records: Sequence[FileRecor
             gone.append(record)
         if record.sha256 and await files.release_blob(record.sha256):
             await services.store.delete(record.sha256)
+            await delete_previews(services, record.sha256)
     await Usage(conn).uncount_files(gone)
 
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import anyio
 from anyio import to_thread
@@ -21,6 +21,10 @@ from chatmedia.db.files import Files
 from chatmedia.db.usage import Usage
 from chatmedia.errors import FileTooLarge, UnsupportedMediaType
 from chatmedia.fairuse.quotas import Reservation, reserve
+from chatmedia.media.header import image_dimensions
+from chatmedia.media.kinds import media_task
+from chatmedia.media.strip import StripMode, Stripper
+from chatmedia.media.upload import settle_media
 from chatmedia.mediatypes import TypePolicy
 from chatmedia.models import FileRecord
 from chatmedia.naming import sanitize_name, stored_name, with_suffix
@@ -54,6 +58,10 @@ class StagedUpload:
     content_type: str
     reservation: Reservation
     scan: UploadScan | None
+    # What the bytes' header said of an image's displayed size.
+    dimensions: tuple[int, int] | None = None
+    # Whether metadata (location…) was taken out of them (CHATMEDIA_STRIP_METADATA).
+    stripped: bool = False
 
 
 @asynccontextmanager
@@ -70,13 +78,17 @@ async def staged_upload(
     the quota released; once `add_hosted_file` has made them visible, both are no-ops."""
     settings = services.settings
     sniffer = TypeSniffer(settings.type_policy)
+    stripper = Stripper(cast(StripMode, settings.strip_metadata))
     reservation = await reserve(services, uploader.tenant, expected)
     try:
         checked = sniffer.filter(limit_size(chunks, settings.max_upload_size))
-        blob = await services.store.put(reservation.meter(checked))
+        blob = await services.store.put(reservation.meter(stripper.filter(checked)))
         try:
             scan = await scan_upload(services, blob, uploader)
-            yield StagedUpload(blob, sniffer.content_type, reservation, scan)
+            yield StagedUpload(
+                blob, sniffer.content_type, reservation, scan, sniffer.dimensions,
+                stripper.stripped,
+            )  # fmt: skip
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await services.store.discard(blob)
@@ -100,6 +112,9 @@ async def add_hosted_file(
     scan = None
     if upload.scan is not None:
         scan = await settle_scan(conn, services.settings.public_url, sha256, upload.scan, now)
+    media = await settle_media(
+        conn, sha256, upload.content_type, upload.dimensions, upload.stripped, now
+    )
     record = FileRecord(
         id=new_file_id(),
         type="HOSTED",
@@ -113,6 +128,8 @@ async def add_hosted_file(
         created_at=now,
         tenant=tenant,
         scan=scan,
+        media=media,
+        metadata_stripped=upload.stripped,
     )
     record = await insert_file(conn, record)
     # The tenant's usage row is the last lock taken (see chatmedia.db.usage).
@@ -188,6 +205,8 @@ class TypeSniffer:
     def __init__(self, policy: TypePolicy) -> None:
         self._policy = policy
         self.content_type = mediatypes.OCTET_STREAM
+        # An image's displayed size, when its header (in the head) gives it.
+        self.dimensions: tuple[int, int] | None = None
 
     async def filter(self, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
         """Pass `chunks` through once the head has been checked."""
@@ -207,9 +226,17 @@ class TypeSniffer:
             yield await self._check(b"".join(head))
 
     async def _check(self, head: bytes) -> bytes:
-        self.content_type = await to_thread.run_sync(
-            mediatypes.detect, head[: mediatypes.SNIFF_SIZE]
+        self.content_type, self.dimensions = await to_thread.run_sync(
+            _read_head, head[: mediatypes.SNIFF_SIZE]
         )
         if not self._policy.permits(self.content_type):
             raise UnsupportedMediaType(f"files of type {self.content_type} are not allowed")
         return head
+
+
+def _read_head(head: bytes) -> tuple[str, tuple[int, int] | None]:
+    """The type of content that starts with `head`, and an image's displayed size when its
+    header is in `head` (headers read, nothing decoded)."""
+    content_type = mediatypes.detect(head)
+    is_image = media_task(content_type) == "image"
+    return content_type, image_dimensions(head) if is_image else None

@@ -72,17 +72,17 @@ async def _run(services: Services, handler: Handler, job: Job, slots: anyio.Sema
     try:
         await handler(services, job)
     except RetryLater as e:
-        await _retry(services, job, str(e))
+        await reschedule(services, job, str(e))
     except BACKEND_OUTAGES as e:
-        await _retry(services, job, f"backend outage: {e}")
+        await reschedule(services, job, f"backend outage: {e}")
     except Exception as e:
         log.exception("%s job for %s failed", job.kind, job.subject)
-        await _retry(services, job, f"{type(e).__name__}: {e}")
+        await reschedule(services, job, f"{type(e).__name__}: {e}")
     finally:
         slots.release()
 
 
-async def _retry(services: Services, job: Job, error: str) -> None:
+async def reschedule(services: Services, job: Job, error: str) -> None:
     """Let the job come due again after a delay doubling with each attempt (from 1 s, with
     up to 10 % jitter); if even that cannot be written, its lease runs out instead."""
     delay = min(timedelta(seconds=2 ** min(job.attempts - 1, 30)), MAX_DELAY)

@@ -1,6 +1,6 @@
 """What a scan's result changes: the blob's scan state, and for every file of those bytes
 its event (`file.updated`, or `file.quarantined` with a quarantine record) and its cached
-copies on every worker and node (chatmedia.db.changes)."""
+copies on every worker and node (chatmedia.processing.files)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,13 @@ from datetime import UTC, datetime
 
 from chatmedia.db.engine import Conn
 from chatmedia.db.events import Events
-from chatmedia.db.files import files_of_blob
 from chatmedia.db.scans import Scans
 from chatmedia.models import FileRecord, QuarantineEntry, ScanState
-from chatmedia.views import file_view
+from chatmedia.processing.files import changed_files, tell_updated
 
 log = logging.getLogger("chatmedia.scanning")
 
 QUARANTINED = "file.quarantined"
-UPDATED = "file.updated"
 
 
 async def apply_scan(
@@ -27,22 +25,20 @@ async def apply_scan(
     """In the caller's write transaction: record `state` for the blob and tell of it for
     each of its files; returns the files as they now are. A file found infected is
     quarantined (hidden from everyone but admins) with a record of what was found."""
-    scans = Scans(conn)
-    await scans.set_state(sha256, state, version)
-    changed = [replace(record, scan=state) for record in await files_of_blob(conn, sha256)]
+    await Scans(conn).set_state(sha256, state, version)
+    changed = await changed_files(conn, sha256, lambda r: replace(r, scan=state))
+    if state.status != "infected":
+        await tell_updated(conn, public_url, changed)
+        return changed
     for record in changed:
-        await _tell(conn, public_url, record, state)
+        await _quarantine(conn, record, state)
     return changed
 
 
-async def _tell(conn: Conn, public_url: str, record: FileRecord, state: ScanState) -> None:
-    events = Events(conn, record.tenant)
-    now = state.scanned_at or datetime.now(UTC)
-    if state.status != "infected":
-        await events.append(UPDATED, record.conversation_id, file_view(record, public_url), now)
-        return
+async def _quarantine(conn: Conn, record: FileRecord, state: ScanState) -> None:
     assert record.sha256 is not None
     assert state.signature is not None
+    now = state.scanned_at or datetime.now(UTC)
     log.warning("file %s of tenant %s quarantined: %s", record.id, record.tenant, state.signature)
     entry = QuarantineEntry(
         seq=0, sha256=record.sha256, size=record.size, signature=state.signature,
@@ -55,4 +51,4 @@ async def _tell(conn: Conn, public_url: str, record: FileRecord, state: ScanStat
         "conversationId": record.conversation_id,
         "scan": {"status": "infected"},
     }
-    await events.append(QUARANTINED, record.conversation_id, data, now)
+    await Events(conn, record.tenant).append(QUARANTINED, record.conversation_id, data, now)

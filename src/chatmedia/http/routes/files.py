@@ -27,6 +27,7 @@ from chatmedia.errors import (
     LinkExpired,
     MalwareDetected,
     PreconditionFailed,
+    PreviewNotAvailable,
     RangeNotSatisfiable,
     RequestTooLarge,
     SourceError,
@@ -41,6 +42,7 @@ from chatmedia.http.multipart import MAX_FIELD_LENGTH, MAX_PARTS, PART_NAME_PATT
 from chatmedia.http.openapi import BINARY, LOCATION, answers
 from chatmedia.http.schemas import ExternalBody, ImportBody, LinkBody
 from chatmedia.http.shapes import ClientConfig, File, FilePage, StreamLink
+from chatmedia.media.previews import preview_file
 from chatmedia.models import FileRecord
 from chatmedia.pipelines import files
 from chatmedia.pipelines.external import create_external_file
@@ -260,6 +262,41 @@ async def get_content(
     """The bytes, with Range (one range), ETag and conditional requests."""
     record = await files.get_file(services, principal, file_id)
     return await content_response(request, record, services)
+
+
+PREVIEW_SIZE = Query(
+    ge=1, le=100_000, description="The box in pixels; served: 320, else 800 (the next larger)"
+)
+PREVIEW_ANSWERS = LINKED_CONTENT | answers(FileNotReady, PreviewNotAvailable)
+
+
+@router.get(
+    "/files/{file_id}/preview",
+    response_class=Response,
+    responses=PREVIEW_ANSWERS,
+    openapi_extra=SIGNED_LINK,
+    summary="A preview of an image, video or PDF",
+    operation_id="getPreview",
+)
+@router.head(
+    "/files/{file_id}/preview",
+    response_class=Response,
+    responses=PREVIEW_ANSWERS,
+    openapi_extra=SIGNED_LINK,
+    summary="A preview's headers",
+    operation_id="headPreview",
+)
+async def get_preview(
+    file_id: str,
+    request: Request,
+    services: ServicesDep,
+    principal: Reader,
+    size: Annotated[int, PREVIEW_SIZE] = 320,
+) -> Response:
+    """A JPEG (PNG where there is transparency) that fits the box, made on demand when
+    it was not made yet; served like content once the file may be."""
+    record = await files.get_file(services, principal, file_id)
+    return await content_response(request, await preview_file(services, record, size), services)
 
 
 @router.post(

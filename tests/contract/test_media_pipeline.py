@@ -1,0 +1,76 @@
+"""The media pipeline over real storage and a real database (SQLite + local, PostgreSQL +
+S3): previews asked for before their job ran are made on demand, once however many ask at
+the same moment, which is the file's job done; previews go with their blob."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import anyio
+import pytest
+
+from chatmedia.access.principal import operator
+from chatmedia.db.jobs import Jobs
+from chatmedia.media.job import MEDIA_JOB
+from chatmedia.media.previews import preview_file
+from chatmedia.media.store import preview_key
+from chatmedia.pipelines import files
+from chatmedia.pipelines.upload import UploadInfo, store_file
+from chatmedia.services import Services
+from tests.contract.test_blob_store import stream
+from tests.media_files import MediaFiles, shared_media
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def media(tmp_path_factory: pytest.TempPathFactory) -> MediaFiles:
+    return shared_media(tmp_path_factory)
+
+
+def counting(services: Services) -> tuple[Services, list[str]]:
+    """The services with a sandbox that counts the tasks it runs."""
+    runs: list[str] = []
+    sandbox = services.sandbox
+
+    class Counting:
+        async def run(self, task: str, path: str, **options: Any) -> dict[str, Any]:
+            runs.append(task)
+            return await sandbox.run(task, path, **options)
+
+        def close(self) -> None:
+            sandbox.close()
+
+    return replace(services, sandbox=Counting()), runs  # type: ignore[arg-type]
+
+
+async def test_a_preview_asked_for_by_many_at_once_is_made_once(
+    services: Services, media: MediaFiles
+) -> None:
+    services, runs = counting(services)
+    body = media.photo(6).read_bytes()
+    record = await store_file(services, operator(), stream(body), lambda: UploadInfo("p.jpg"))
+    assert record.media is not None
+    assert record.media.status == "pending"
+    served: list[str] = []
+
+    async def ask() -> None:
+        preview = await preview_file(services, record, 320)
+        served.append(preview.sha256 or "")
+
+    async with anyio.create_task_group() as tasks:
+        for _ in range(20):
+            tasks.start_soon(ask)
+    assert runs == ["image"]
+    assert served == [preview_key(record.sha256 or "", 320)] * 20
+    assert await services.store.stat(served[0]) is not None
+    # That was the file's job: it is done, and the record says so everywhere.
+    async with services.db.read() as conn:
+        assert await Jobs(conn).count(MEDIA_JOB) == 0
+    again = await files.get_file(services, operator(), record.id)
+    assert again.media is not None
+    assert again.media.status == "done"
+    # The previews go with the blob's last file.
+    await files.delete_file(services, operator(), record.id)
+    assert await services.store.stat(served[0]) is None
