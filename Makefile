@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/limits_ab.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/scanning.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

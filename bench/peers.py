@@ -157,6 +157,8 @@ class Chatmedia:
     )
     # An nginx in front of it (its master process), whose CPU counts as the server's too.
     front_pid: int | None = None
+    # Processes beside it that do part of its work (a clamd): their CPU counts too.
+    helper_pids: tuple[int, ...] = ()
 
     @property
     def auth(self) -> Mapping[str, str]:
@@ -173,9 +175,10 @@ class Chatmedia:
         return worker_pids(self.server_pid)
 
     def cpu_pids(self) -> list[int]:
-        """The main granian process and its workers (and the nginx in front, if any)."""
+        """The main granian process and its workers (and the nginx in front and the
+        helpers, if any)."""
         front = [] if self.front_pid is None else [self.front_pid, *descendants(self.front_pid)]
-        return [self.server_pid, *descendants(self.server_pid), *front]
+        return [self.server_pid, *descendants(self.server_pid), *front, *self.helper_pids]
 
     def upload(self, path: Path, sha256: str) -> Stored:
         """POST /v1/files; checks the size and SHA-256 the server reports."""

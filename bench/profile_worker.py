@@ -13,6 +13,9 @@ least `duration` seconds, while:
 - the CPU time of each of the worker's threads (by name: the Python threads, granian's
   tokio runtime threads) and the user/system split are read from /proc.
 
+A peer with helpers (`chatmedia-scan`'s clamd) has them sampled by perf too, its report
+also split by command, and their CPU time read.
+
 Figures measured under the profilers are not results. A summary (the heaviest Python
 frames, self and inclusive; perf's split by library and its heaviest symbols; the CPU
 per thread) goes to bench/results/profile-<date>.json.
@@ -120,8 +123,9 @@ def profile(
         spy_command += ["--format", "raw", "--pid", str(worker), "--output", str(raw)]
         profilers = [spy_command]
         if perf:
+            pids = ",".join(str(pid) for pid in (worker, *cm.helper_pids))
             profilers.append(
-                [perf, "record", "-F", str(PERF_RATE), "-p", str(worker), "-o", str(perf_data)]
+                [perf, "record", "-F", str(PERF_RATE), "-p", pids, "-o", str(perf_data)]
             )
         log = (PROFILE_DIR / f"{stamp}-{workload}.log").open("wb")
         running = [subprocess.Popen(c, stdout=log, stderr=subprocess.STDOUT) for c in profilers]
@@ -129,6 +133,7 @@ def profile(
             time.sleep(1.0)  # the profilers attach
             threads_before = thread_cpu(worker)
             user0, sys0 = cpu_times([worker])
+            helpers0 = sum(cpu_times(cm.helper_pids))
             started = time.monotonic()
             samples = []
             for attempt in range(1000):  # bounded: until `duration` has passed
@@ -137,6 +142,7 @@ def profile(
                     break
             wall = time.monotonic() - started
             user1, sys1 = cpu_times([worker])
+            helpers1 = sum(cpu_times(cm.helper_pids))
             threads_after = thread_cpu(worker)
         finally:
             for process in running:
@@ -153,11 +159,14 @@ def profile(
         if perf and perf_data.exists():
             summary["perf_by_library"] = perf_report(perf, perf_data, "dso")
             summary["perf_by_symbol"] = perf_report(perf, perf_data, "dso,sym")
+            if cm.helper_pids:
+                summary["perf_by_command"] = perf_report(perf, perf_data, "comm,dso")
         results[workload] = {
             "wall_s": round(wall, 2),
             "repetitions": len(samples),
             "worker_user_s": round(user1 - user0, 2),
             "worker_system_s": round(sys1 - sys0, 2),
+            "helper_cpu_s": round(helpers1 - helpers0, 2),
             "thread_cpu_s": cpu,
             "metrics_under_profiler": [s.metrics for s in samples],
             "collapsed_stacks": str(raw),

@@ -1,12 +1,14 @@
 """Comparison benchmark: chatmedia against nginx (the ceiling) and Synapse's media repository
 on workloads W1-W5 (see bench/workloads.py and docs/benchmarks.md).
 
-It installs what is missing (nginx and wrk from Debian's packages, Synapse from PyPI into
-bench/work/), starts the three servers on 127.0.0.1 in a temporary folder, stores the test
-files in each, then runs every workload against every peer, the peers interleaved within
-each run (their order rotating from run to run), and reports medians, min-max and the
-ratios chatmedia/peer taken within each run, against the issue's targets. Raw figures go
-to bench/results/compare-<date>.json.
+It installs what is missing (nginx, wrk and clamd from Debian's packages, Synapse from PyPI
+into bench/work/), starts the three servers on 127.0.0.1 in a temporary folder, stores the
+test files in each, then runs every workload against every peer, the peers interleaved
+within each run (their order rotating from run to run), and reports medians, min-max and
+the ratios chatmedia/peer taken within each run, against the issue's targets. Raw figures
+go to bench/results/compare-<date>.json. Two more chatmedia servers are peers of one
+workload each: `chatmedia-accel` behind nginx (W1) and `chatmedia-scan`, scanning every
+upload with a clamd of its own (W3, bench/scan_peer.py).
 
 Run it from the repository root (`make bench` does this):
 
@@ -34,6 +36,7 @@ from typing import Any
 import peers
 import profile_worker
 import report
+import scan_peer
 import tools
 import workloads as w
 from backends import BACKENDS, backend_settings
@@ -61,6 +64,7 @@ RETRIES = 2  # times a disturbed measurement is taken again
 # through a File's signed url. They are measured on W2 only.
 KEYLESS = ("chatmedia-fe", "chatmedia-signed")
 ACCEL = "chatmedia-accel"  # a second chatmedia, behind nginx, sending files through it (W1)
+SCAN = scan_peer.SCAN  # a third chatmedia, scanning every upload with a clamd (W3)
 QUIET_WAIT = 120.0  # seconds to wait at most for the machine to be quiet
 # One key (and one address) sends every request of a workload, thousands a second: the
 # limits are checked on every request but set above what the benchmark reaches, so that
@@ -79,7 +83,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="smoke test: 1 run, 2 s, a 32 MiB large file"
     )
-    parser.add_argument("--peers", default="chatmedia,nginx,synapse", help="peers to start")
+    parser.add_argument("--peers", default=f"chatmedia,nginx,synapse,{SCAN}", help="peers to start")
     parser.add_argument("--chatmedia-workers", type=int, default=None, help="CHATMEDIA_WORKERS")
     parser.add_argument(
         "--backend",
@@ -131,6 +135,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--profile", action="store_true", help="profile chatmedia's worker instead (py-spy)"
     )
+    parser.add_argument(
+        "--profile-peer", choices=("chatmedia", SCAN), default="chatmedia", help="whose worker"
+    )
+    parser.add_argument(
+        "--scan-with", choices=("clamd", "stub"), default="clamd",
+        help=f"what {SCAN} scans with: clamd, or a stub that reads but does not scan",
+    )  # fmt: skip
     args = parser.parse_args()
     chosen = []
     for name in args.only.upper().split(","):
@@ -206,6 +217,8 @@ def targets_for(workload: str, peer_list: list[Peer], probes: dict[str, Any]) ->
             continue
         if peer.name == ACCEL and not workload.startswith("W1"):
             continue
+        if peer.name == SCAN and workload != "W3":
+            continue
         if workload == "W5" and not probes.get(peer.name, {"honoured": True})["honoured"]:
             continue
         chosen.append(peer)
@@ -233,6 +246,8 @@ def run_one(workload: str, peer: Peer, run: int, files: w.Files, settings: w.Set
             return outcome
     else:
         body = lambda: w.w5(peer, stored["large"], settings.duration)  # noqa: E731
+    if isinstance(peer, peers.Chatmedia) and peer.helper_pids:
+        body = scan_peer.counting_helpers(body, peer)
     sample = w.measure(workload, peer, run, body)
     for item in uploaded:
         peer.delete(item)
@@ -283,7 +298,11 @@ def main() -> None:
                 show(sample)
             if args.profile:
                 assert py_spy is not None
-                profile_worker.profile(cm, files, settings, args.workloads, py_spy, run_one, code)
+                target = next((p for p in peer_list if p.name == args.profile_peer), None)
+                assert isinstance(target, peers.Chatmedia), "start it: name it in --peers"
+                profile_worker.profile(
+                    target, files, settings, args.workloads, py_spy, run_one, code
+                )
                 return
             # 6. The measurements, peers interleaved within each run.
             warm_up(peer_list, files, settings, args.workloads, probes)
@@ -295,6 +314,7 @@ def main() -> None:
             for peer in peer_list:
                 if peer.name in memory:
                     memory[peer.name]["idle_end"] = idle_memory(peer)
+            scans = {p.name: scan_peer.scan_statuses(p) for p in peer_list if p.name == SCAN}
             warnings = suspicious_lines(workdir / "server.log")
         # 7. The record.
         document = {
@@ -314,6 +334,7 @@ def main() -> None:
                 "chatmedia_backend": args.backend,
                 "chatmedia_settings": chatmedia_settings(args),
                 "synapse_info_logs": args.synapse_info_logs,
+                "scan_with": args.scan_with,
             },
             "units": {"throughput": "MB/s, 1 MB = 10^6 bytes", "memory": "MiB", "latency": "ms"},
             "workloads": args.workloads,
@@ -321,6 +342,7 @@ def main() -> None:
             "memory": memory,
             "first_samples": [asdict(s) for s in first],
             "chatmedia_log_warnings": warnings,
+            "scan_statuses": scans,
             "samples": [asdict(s) for s in samples],
             "disturbed_samples": [asdict(s) for s in disturbed],
         }
@@ -362,6 +384,15 @@ def start_peers(
         if args.backend == BACKENDS[0]:  # the offload sends local files only
             accel = peers.chatmedia_accel(workdir, args.chatmedia_workers, source, settings)
             peer_list.append(stack.enter_context(accel))
+    # Like the offload's, on local files only: with another backend it would share the
+    # first server's database and store.
+    if SCAN in args.peer_names and args.backend == BACKENDS[0] and "W3" in args.workloads:
+        starting = scan_peer.stub_clamd if args.scan_with == "stub" else scan_peer.clamd
+        clamd = stack.enter_context(starting(workdir))
+        scanning = scan_peer.chatmedia_scan(
+            workdir, clamd, args.chatmedia_workers, source, settings
+        )
+        peer_list.append(stack.enter_context(scanning))
     if synapse_python is not None:
         console.print("starting Synapse (takes a few seconds)")
         synapse = peers.synapse(workdir, synapse_python, args.synapse_info_logs)

@@ -1,6 +1,6 @@
 """Installing what the comparison needs, on a clean Debian machine, by itself.
 
-- nginx and wrk from Debian's packages (`apt-get install`, as root), when missing;
+- nginx, wrk and clamd from Debian's packages (`apt-get install`, as root), when missing;
 - Synapse from PyPI into a virtualenv of its own under bench/work/ (git-ignored), never into
   the project's .venv;
 - py-spy, only for `--profile`, into another virtualenv there.
@@ -21,7 +21,11 @@ from common import BENCH_DIR, console
 WORK_DIR = BENCH_DIR / "work"  # git-ignored
 NGINX = Path("/usr/sbin/nginx")
 # Debian packages that provide each program.
-APT_PACKAGES = {"nginx": NGINX, "wrk": Path("/usr/bin/wrk")}
+APT_PACKAGES = {
+    "nginx": NGINX,
+    "wrk": Path("/usr/bin/wrk"),
+    "clamav-daemon": Path("/usr/sbin/clamd"),
+}
 # Pinned so that a figure can be traced to the peer that produced it; --synapse-version
 # measures another.
 SYNAPSE_VERSION = "1.163.2"
@@ -30,7 +34,7 @@ INSTALL_TIMEOUT = 1800.0  # seconds; a pip or apt-get that hangs longer is stopp
 
 
 def ensure_apt_packages() -> None:
-    """Install nginx and wrk from Debian's packages when either is missing (needs root)."""
+    """Install nginx, wrk and clamd from Debian's packages when one is missing (needs root)."""
     missing = [name for name, path in APT_PACKAGES.items() if not path.exists()]
     if not missing:
         return
@@ -88,6 +92,7 @@ def tool_versions(synapse_python: Path | None) -> dict[str, str]:
         "nginx": _first_line([str(NGINX), "-v"]),
         "wrk": _first_line(["wrk", "-v"]),
         "curl": _first_line(["curl", "--version"]),
+        "clamd": _first_line([str(APT_PACKAGES["clamav-daemon"]), "--version"]),
     }
     if synapse_python is not None:
         versions["synapse"] = _first_line(
