@@ -94,6 +94,7 @@ class Settings:
     rescan_rate: int
     rescan_check_interval: timedelta
     strip_metadata: str
+    media_processing: bool
     max_image_pixels: int
     media_workers: int
     media_memory: int

@@ -30,6 +30,7 @@ from chatmedia.config_values import (
     tenant,
     url,
     url_ttl,
+    wait,
 )
 from chatmedia.egress.policy import parse_hosts, parse_networks, parse_ports
 from chatmedia.fairuse.rates import parse_limit
@@ -158,7 +159,7 @@ FIELDS: dict[str, Field] = {
     ),
     "clamav_timeout": Field(seconds, "60", "Seconds clamd may take over one scan."),
     "scan_inline_timeout": Field(
-        seconds, "5", "Seconds an upload waits for its scan before answering with it pending."
+        wait, "5", "Seconds an upload waits for its scan before answering with it pending."
     ),
     "scan_max_size": Field(
         parse_size, "100MiB", "Files larger than this are not scanned (match StreamMaxLength)."
@@ -180,6 +181,9 @@ FIELDS: dict[str, Field] = {
         choice("location", "all", "off"),
         "location",
         "What is taken out of JPEG, PNG and WebP before they are stored: location, all, off.",
+    ),
+    "media_processing": Field(
+        parse_bool, "true", "Find media fields and make previews of new files (false: none)."
     ),
     "max_image_pixels": Field(
         positive_int, "32000000", "Images with more pixels get no preview (never decoded)."

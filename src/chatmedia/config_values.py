@@ -98,6 +98,13 @@ def seconds(text: str) -> float:
     return value
 
 
+def wait(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 3600:
+        raise ValueError("must be a number of seconds from 0 to 3600")
+    return value
+
+
 def choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = text.strip().lower()

@@ -20,13 +20,17 @@ async def settle_media(
     dimensions: tuple[int, int] | None,
     stripped: bool,
     now: datetime,
+    processing: bool = True,
 ) -> MediaState | None:
-    """In the upload's write transaction, its blob's lock held: the media its file has;
-    when `stripped` (this upload took metadata out) the blob says so. Bytes stored before
-    keep what is known of them; new media bytes get their job."""
+    """In the upload's write transaction, its blob's lock held: the media its file has
+    (none without `processing`, CHATMEDIA_MEDIA_PROCESSING); when `stripped` (this upload
+    took metadata out) the blob says so. Bytes stored before keep what is known of them;
+    new media bytes get their job."""
     media = Media(conn)
     if stripped:
         await media.mark_stripped(sha256)
+    if not processing:
+        return None
     known = await media.state(sha256)
     status = initial_status(content_type)
     if known is not None or status is None:

@@ -113,8 +113,9 @@ async def add_hosted_file(
     if upload.scan is not None:
         scan = await settle_scan(conn, services.settings.public_url, sha256, upload.scan, now)
     media = await settle_media(
-        conn, sha256, upload.content_type, upload.dimensions, upload.stripped, now
-    )
+        conn, sha256, upload.content_type, upload.dimensions, upload.stripped, now,
+        processing=services.settings.media_processing,
+    )  # fmt: skip
     record = FileRecord(
         id=new_file_id(),
         type="HOSTED",
