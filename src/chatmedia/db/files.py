@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -11,10 +11,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from chatmedia.db.changes import file_changed
 from chatmedia.db.engine import Conn
-from chatmedia.db.media import media_state
+from chatmedia.db.media import media_json, media_state
 from chatmedia.db.pages import Conversations, newest_first
 from chatmedia.db.schema import blobs, files
-from chatmedia.models import FileRecord, ScanState
+from chatmedia.models import FileRecord, MediaState, ScanState
 
 # FileRecord's fields are the columns of `files` (besides the internal `seq`), and the
 # scan state of its blob.
@@ -48,6 +48,30 @@ _INSERT_BLOB = {name: dialect.insert(blobs).on_conflict_do_nothing() for name, d
 _LOCK_BLOB = (
     sa.select(blobs.c.sha256).where(blobs.c.sha256 == sa.bindparam("sha256")).with_for_update()
 )
+
+
+@dataclass(frozen=True, slots=True)
+class BlobDerived:
+    """What is known of new bytes as their row is made: their scan (and the signature
+    version it used), their media, whether their metadata was stripped."""
+
+    scan: ScanState | None = None
+    scan_version: str | None = None
+    media: MediaState | None = None
+    stripped: bool = False
+
+    def columns(self) -> dict[str, Any]:
+        """The blob row's columns for it (every one, so the statement is always the same)."""
+        scan, media = self.scan, self.media
+        return {
+            "scan_status": scan.status if scan else None,
+            "scan_signature": scan.signature if scan else None,
+            "scanned_at": scan.scanned_at if scan else None,
+            "scan_version": self.scan_version,
+            "media_status": media.status if media else None,
+            "media": media_json(media) if media else None,
+            "metadata_stripped": self.stripped or None,
+        }
 
 
 class Files:
@@ -120,16 +144,21 @@ class Files:
         )
         return _changed(file_id, result.rowcount)
 
-    async def lock_blob(self, sha256: str, size: int, now: datetime) -> None:
+    async def lock_blob(
+        self, sha256: str, size: int, now: datetime, derived: BlobDerived | None = None
+    ) -> bool:
         """Make sure the blob row exists and hold its lock until the transaction ends, so
-        that no concurrent deletion can remove the blob while a new file comes to use it."""
+        that no concurrent deletion can remove the blob while a new file comes to use it.
+        True when the row is new, made with `derived` (what is known of the bytes); a row
+        that was there keeps what it knows."""
         insert = _INSERT_BLOB[self._conn.dialect.name]
         row = {"sha256": sha256, "size": size, "created_at": now}
+        row |= (derived or BlobDerived()).columns()
         # A deletion may remove the row between the two statements: then insert it anew.
         for _ in range(3):
-            await self._conn.execute(insert, row)
+            made = (await self._conn.execute(insert, row)).rowcount == 1
             if (await self._conn.execute(_LOCK_BLOB, {"sha256": sha256})).first() is not None:
-                return
+                return made
         raise RuntimeError(f"could not lock blob {sha256}")
 
     async def release_blob(self, sha256: str) -> bool:

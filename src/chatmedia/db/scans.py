@@ -14,6 +14,27 @@ from chatmedia.db.pages import newest_first
 from chatmedia.db.schema import blobs, quarantine, service_state
 from chatmedia.models import QuarantineEntry, ScanState, ScanStatus
 
+# What an upload's scan asks first, as one statement of scalar subqueries.
+_SHA256: sa.BindParameter[str] = sa.bindparam("sha256")
+_REFUSED = (
+    sa.select(quarantine.c.signature)
+    .where(quarantine.c.sha256 == _SHA256, quarantine.c.released_at.is_(None))
+    .limit(1)
+    .scalar_subquery()
+)
+
+
+def _blob_column(column: sa.Column[Any]) -> sa.ScalarSelect[Any]:
+    return sa.select(column).where(blobs.c.sha256 == _SHA256).scalar_subquery()
+
+
+_BEFORE_SCAN = sa.select(
+    _REFUSED.label("refused"),
+    sa.exists().where(blobs.c.sha256 == _SHA256).label("stored"),
+    *(_blob_column(c).label(c.name) for c in (
+        blobs.c.scan_status, blobs.c.scan_signature, blobs.c.scanned_at, blobs.c.scan_version,
+    )),
+)  # fmt: skip
 _ENTRY_FIELDS = tuple(f.name for f in fields(QuarantineEntry))
 
 
@@ -36,6 +57,19 @@ class Scans:
             return None, row.scan_version
         status = cast(ScanStatus, row.scan_status)
         return ScanState(status, row.scan_signature, row.scanned_at), row.scan_version
+
+    async def before_scan(
+        self, sha256: str
+    ) -> tuple[str | None, tuple[ScanState | None, str | None] | None]:
+        """In one statement: the signature these bytes were refused or quarantined for
+        (unless released), and what `state` says of them."""
+        row = (await self._conn.execute(_BEFORE_SCAN, {"sha256": sha256})).one()
+        if not row.stored:
+            return row.refused, None
+        if row.scan_status is None:
+            return row.refused, (None, row.scan_version)
+        state = ScanState(cast(ScanStatus, row.scan_status), row.scan_signature, row.scanned_at)
+        return row.refused, (state, row.scan_version)
 
     async def set_state(self, sha256: str, state: ScanState, version: str | None) -> None:
         """Record what the scanner said of a blob."""
@@ -74,15 +108,6 @@ class Scans:
         """Keep a quarantine record."""
         values = {name: getattr(entry, name) for name in _ENTRY_FIELDS if name != "seq"}
         await self._conn.execute(quarantine.insert().values(values))
-
-    async def refused(self, sha256: str) -> str | None:
-        """The signature these bytes were refused or quarantined for, unless released."""
-        query = (
-            sa.select(quarantine.c.signature)
-            .where(quarantine.c.sha256 == sha256, quarantine.c.released_at.is_(None))
-            .limit(1)
-        )
-        return cast(str | None, await self._conn.scalar(query))
 
     async def entries(
         self, tenant: str | None, limit: int, before: int | None

@@ -17,17 +17,20 @@ from chatmedia import mediatypes
 from chatmedia.access.principal import Principal
 from chatmedia.db.engine import Conn
 from chatmedia.db.events import Events
-from chatmedia.db.files import Files
+from chatmedia.db.files import BlobDerived, Files
+from chatmedia.db.jobs import Jobs, NewJob
 from chatmedia.db.usage import Usage
 from chatmedia.errors import FileTooLarge, UnsupportedMediaType
 from chatmedia.fairuse.quotas import Reservation, reserve
 from chatmedia.media.header import image_dimensions
-from chatmedia.media.kinds import media_task
+from chatmedia.media.job import MEDIA_JOB
+from chatmedia.media.kinds import initial_status, media_task
 from chatmedia.media.strip import StripMode, Stripper
 from chatmedia.media.upload import settle_media
 from chatmedia.mediatypes import TypePolicy
-from chatmedia.models import FileRecord
+from chatmedia.models import FileRecord, MediaState, ScanState
 from chatmedia.naming import sanitize_name, stored_name, with_suffix
+from chatmedia.scanning.job import SCAN_JOB
 from chatmedia.scanning.upload import UploadScan, scan_upload, settle_scan
 from chatmedia.services import Services
 from chatmedia.storage import StagedBlob
@@ -106,16 +109,7 @@ async def add_hosted_file(
     now = datetime.now(UTC)
     default_name = mediatypes.DEFAULT_NAME_STEM + mediatypes.extension_for(upload.content_type)
     name = sanitize_name(info.name, default=default_name)
-    files = Files(conn, tenant)
-    sha256 = upload.blob.sha256
-    await files.lock_blob(sha256, upload.blob.size, now)
-    scan = None
-    if upload.scan is not None:
-        scan = await settle_scan(conn, services.settings.public_url, sha256, upload.scan, now)
-    media = await settle_media(
-        conn, sha256, upload.content_type, upload.dimensions, upload.stripped, now,
-        processing=services.settings.media_processing,
-    )  # fmt: skip
+    scan, media = await _settle_blob(conn, services, upload, tenant, now)
     record = FileRecord(
         id=new_file_id(),
         type="HOSTED",
@@ -139,6 +133,40 @@ async def add_hosted_file(
     await services.store.promote(upload.blob)
     await log_file_event(conn, services, "file.created", record, now)
     return record
+
+
+async def _settle_blob(
+    conn: Conn, services: Services, upload: StagedUpload, tenant: str, now: datetime
+) -> tuple[ScanState | None, MediaState | None]:
+    """Lock the upload's blob row (made now for new bytes, with what is known of them and
+    their jobs) and settle what its file shows of the bytes' scan and media."""
+    sha256 = upload.blob.sha256
+    scan = upload.scan
+    media = None
+    status = initial_status(upload.content_type)
+    if status is not None and services.settings.media_processing:
+        width, height = upload.dimensions or (None, None)
+        media = MediaState(status, width=width, height=height)
+    new = BlobDerived(scan.state if scan else None, scan.version if scan else None, media,
+                      upload.stripped)  # fmt: skip
+    if await Files(conn, tenant).lock_blob(sha256, upload.blob.size, now, new):
+        waiting = ((SCAN_JOB, new.scan), (MEDIA_JOB, new.media))
+        jobs = [NewJob(kind, sha256, now) for kind, state in waiting if state and is_pending(state)]
+        await Jobs(conn).add(jobs, now)
+        return new.scan, new.media
+    # Bytes stored before: their row says what is known, and may learn from this upload.
+    url = services.settings.public_url
+    settled = await settle_scan(conn, url, sha256, scan, now) if scan is not None else None
+    media = await settle_media(
+        conn, sha256, upload.content_type, upload.dimensions, upload.stripped, now,
+        processing=services.settings.media_processing,
+    )  # fmt: skip
+    return settled, media
+
+
+def is_pending(state: ScanState | MediaState) -> bool:
+    """Whether work on the bytes waits for its job."""
+    return state.status == "pending"
 
 
 async def store_file(

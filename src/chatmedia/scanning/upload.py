@@ -50,9 +50,7 @@ async def scan_upload(
     settings = services.settings
     # 1. Bytes refused before are refused at once; bytes scanned before are not scanned again.
     async with services.db.read() as conn:
-        scans = Scans(conn)
-        signature = await scans.refused(staged.sha256)
-        known = await scans.state(staged.sha256)
+        signature, known = await Scans(conn).before_scan(staged.sha256)
     if signature is not None:
         log.warning(
             "upload by key %s of tenant %s refused again: %s", uploader.key_id, uploader.tenant,
