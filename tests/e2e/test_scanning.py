@@ -172,6 +172,7 @@ def test_an_outage_keeps_uploads_pending_until_scanned_across_a_crash(
         assert content.json()["error"]["code"] == "file_not_ready"
         assert int(content.headers["retry-after"]) > 0
         assert httpx.get(file["url"]).status_code == 409  # a signed link
+        assert client.get(f"/v1/files/{file['id']}/preview").status_code == 409  # nor a preview
         engine = client.get(
             "/file-engine/api/downloadFileStream", params={"filename": file["storedName"]}
         )
