@@ -99,6 +99,7 @@ class Settings:
     media_workers: int
     media_memory: int
     media_timeout: float
+    upload_expiry: timedelta
     channels: Mapping[str, ChannelProfile]
 
     @property

@@ -193,4 +193,7 @@ FIELDS: dict[str, Field] = {
     ),
     "media_memory": Field(parse_size, "1GiB", "Address space each media process may use."),
     "media_timeout": Field(seconds, "30", "Seconds a media process may take."),
+    "upload_expiry": Field(
+        interval, "24h", "A resumable upload untouched this long is removed with its bytes."
+    ),
 }

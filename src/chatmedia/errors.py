@@ -8,7 +8,8 @@ handler (chatmedia.http.responses) renders them all as
     │   ├── InvalidSourceUrl
     │   ├── InvalidIdempotencyKey
     │   ├── InvalidProperties
-    │   └── InvalidCursor
+    │   ├── InvalidCursor
+    │   └── InvalidUploadHeader
     ├── Unauthorized (401)
     ├── Forbidden (403)
     │   ├── DestinationNotAllowed
@@ -24,9 +25,16 @@ handler (chatmedia.http.responses) renders them all as
     │   ├── PreviewNotAvailable
     │   ├── MessageNotFound
     │   ├── WebhookNotFound
-    │   └── KeyNotFound
+    │   ├── KeyNotFound
+    │   └── UploadNotFound
     ├── IdempotencyKeyInProgress (409)
     ├── FileNotReady (409)
+    ├── UploadOffsetMismatch (409)
+    ├── UploadExpired (410)
+    ├── TusVersionUnsupported (412)
+    ├── UploadTypeInvalid (415)
+    ├── UploadLocked (423)
+    ├── ChecksumMismatch (460)
     ├── PreconditionFailed (412)
     ├── FileTooLarge (413)
     ├── FieldTooLarge (413)
@@ -83,6 +91,12 @@ class InvalidIdempotencyKey(BadRequest):
 
 class InvalidCursor(BadRequest):
     code = "invalid_cursor"
+
+
+class InvalidUploadHeader(BadRequest):
+    """A tus header missing, malformed or contradicting another (the message names it)."""
+
+    code = "invalid_upload_header"
 
 
 class Unauthorized(ChatMediaError):
@@ -218,6 +232,65 @@ class WebhookNotFound(NotFound):
 
 class KeyNotFound(NotFound):
     code = "key_not_found"
+
+
+class UploadNotFound(NotFound):
+    code = "upload_not_found"
+
+
+class UploadExpired(ChatMediaError):
+    """A resumable upload untouched past its expiry: removed, with its bytes."""
+
+    code = "upload_expired"
+    status = 410
+
+
+class UploadOffsetMismatch(ChatMediaError):
+    """The request's Upload-Offset is not where the upload is (HEAD tells)."""
+
+    code = "upload_offset_mismatch"
+    status = 409
+
+
+class TusVersionUnsupported(ChatMediaError):
+    """No Tus-Resumable header, or a version this server does not speak."""
+
+    code = "tus_version_unsupported"
+    status = 412
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Tus-Version": "1.0.0"}
+
+
+class UploadTypeInvalid(ChatMediaError):
+    """A PATCH whose Content-Type is not application/offset+octet-stream."""
+
+    code = "invalid_content_type"
+    status = 415
+
+
+class UploadLocked(ChatMediaError):
+    """Another request is writing to the upload (a connection that has not been seen to
+    end yet); it is taken over once its bytes stop for `retry_after` seconds."""
+
+    code = "upload_locked"
+    status = 423
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class ChecksumMismatch(ChatMediaError):
+    """The chunk's bytes do not have the Upload-Checksum sent: it was discarded whole."""
+
+    code = "checksum_mismatch"
+    status = 460
 
 
 class FileTooLarge(ChatMediaError):

@@ -22,6 +22,7 @@ from tests.sources import AnsweringProxy
 
 pytestmark = pytest.mark.e2e
 SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 # Bounded so that the run takes a minute or two; SCHEMATHESIS_EXAMPLES and
 # SCHEMATHESIS_SEED (a fixed one keeps CI repeatable) explore further by hand.
@@ -59,6 +60,8 @@ def test_schemathesis_finds_the_document_true(fuzzed: Server) -> None:
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=ROOT,
+        env=os.environ | {"SCHEMATHESIS_HOOKS": "tests.e2e.schemathesis_hooks"},
     )  # fmt: skip
     report = result.stdout + result.stderr
     assert result.returncode == 0, report[-20000:]

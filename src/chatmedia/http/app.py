@@ -31,6 +31,7 @@ from chatmedia.http.routes import (
     keys,
     system,
     tenants,
+    uploads,
     webhooks,
 )
 from chatmedia.http.security import SecurityHeadersMiddleware
@@ -45,6 +46,7 @@ from chatmedia.processing.jobs import Handler, run_jobs_forever
 from chatmedia.scanning.job import SCAN_JOB, scan_job
 from chatmedia.scanning.signatures import watch_signatures
 from chatmedia.services import BACKEND_OUTAGES, Services, open_services
+from chatmedia.uploads.workflow import sweep_expired_uploads
 
 log = logging.getLogger("chatmedia")
 
@@ -130,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(keys.router)
     app.include_router(tenants.router)
+    app.include_router(uploads.router)
     app.include_router(admin.router)
     app.include_router(compat.router)
     app.include_router(system.router)
@@ -194,9 +197,10 @@ async def _sweep(services: Services) -> None:
     pruned = await prune_events(services)
     forgotten = await sweep_idempotency_keys(services.db, datetime.now(UTC))
     lapsed = await release_lapsed(services)
-    if deleted or pruned or forgotten or lapsed:
+    abandoned = await sweep_expired_uploads(services)
+    if deleted or pruned or forgotten or lapsed or abandoned:
         log.info(
-            "housekeeping: deleted %d expired files, %d old events, %d idempotency keys;"
-            " released %d lapsed quota reservations",
-            deleted, pruned, forgotten, lapsed,
+            "housekeeping: deleted %d expired files, %d old events, %d idempotency keys,"
+            " %d expired uploads; released %d lapsed quota reservations",
+            deleted, pruned, forgotten, abandoned, lapsed,
         )  # fmt: skip

@@ -18,7 +18,8 @@ from chatmedia.db.engine import Conn
 from chatmedia.db.events import Events
 from chatmedia.db.files import Files
 from chatmedia.db.messages import Messages
-from chatmedia.errors import BadRequest, FileNotFound, MessageNotFound
+from chatmedia.db.uploads import Uploads
+from chatmedia.errors import BadRequest, FileNotFound, FileNotReady, MessageNotFound
 from chatmedia.mediatypes import OCTET_STREAM
 from chatmedia.models import FileRecord, MessageRecord, MessageType
 from chatmedia.pipelines.external import ExternalInfo, add_external_file
@@ -215,6 +216,8 @@ async def _stored_file(
     file = (
         await files.get(file_id) if file_id else await files.get_by_stored_name(stored_name or "")
     )
+    if file is None and file_id and await Uploads(conn).get(file_id) is not None:
+        raise FileNotReady(f"file '{file_id}' is still being uploaded")
     if file is None or _visible(principal, file) is None:
         raise FileNotFound(f"no file '{file_id or stored_name}' to attach")
     return file

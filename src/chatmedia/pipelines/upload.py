@@ -45,6 +45,8 @@ class UploadInfo:
     name: str | None = None
     conversation_id: str | None = None
     properties: Mapping[str, Any] = field(default_factory=dict)
+    # The id the File takes (a resumable upload's); a new one when None.
+    file_id: str | None = None
 
 
 def new_file_id() -> str:
@@ -111,7 +113,7 @@ async def add_hosted_file(
     name = sanitize_name(info.name, default=default_name)
     scan, media = await _settle_blob(conn, services, upload, tenant, now)
     record = FileRecord(
-        id=new_file_id(),
+        id=info.file_id or new_file_id(),
         type="HOSTED",
         name=name,
         stored_name=stored_name(info.conversation_id, name),

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from chatmedia.access.principal import Principal
 from chatmedia.errors import (
     FileNotFound,
+    FileNotReady,
     InvalidCursor,
     InvalidSourceUrl,
     MessageNotFound,
@@ -86,6 +87,7 @@ def key_sender(principal: Principal) -> dict[str, Any]:
         InvalidSourceUrl,
         RequestTooLarge,
         FileNotFound,
+        FileNotReady,
         ok=Message,
         status=201,
         headers=LOCATION,

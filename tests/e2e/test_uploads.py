@@ -1,0 +1,256 @@
+"""Resumable uploads (tus 1.0) through a real `chatmedia serve`: a real client (tuspy),
+and the protocol's edges by hand — versions, offsets, checksums, deferred lengths,
+termination, expiry, a refused type, a cut connection resumed, two writers at once."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from tusclient.client import TusClient
+
+from tests.conftest import png_bytes
+from tests.e2e.conftest import Server
+
+pytestmark = pytest.mark.e2e
+TUS = {"Tus-Resumable": "1.0.0"}
+PATCH = TUS | {"Content-Type": "application/offset+octet-stream"}
+
+
+@pytest.fixture(scope="module")
+def server(start_server: Callable[..., Server]) -> Server:
+    return start_server(max_upload_size="64MiB", upload_expiry="3s")
+
+
+def metadata(**pairs: str) -> str:
+    return ",".join(f"{k} {base64.b64encode(v.encode()).decode()}" for k, v in pairs.items())
+
+
+def create(client: httpx.Client, length: int | None, **pairs: str) -> str:
+    headers = TUS | ({"Upload-Length": str(length)} if length is not None
+                     else {"Upload-Defer-Length": "1"})  # fmt: skip
+    answer = client.post("/v1/uploads", headers=headers | {"Upload-Metadata": metadata(**pairs)})
+    assert answer.status_code == 201, answer.text
+    return str(answer.headers["location"])
+
+
+def parts(server: Server) -> list[Path]:
+    folder = server.data_dir / "uploads"
+    return list(folder.iterdir()) if folder.exists() else []
+
+
+def test_a_real_client_uploads_in_chunks(server: Server, tmp_path: Path) -> None:
+    body = secrets.token_bytes(3 * 1024 * 1024 + 7)
+    source = tmp_path / "big.bin"
+    source.write_bytes(body)
+    client = TusClient(f"{server.url}/v1/uploads", headers=server.auth)
+    with source.open("rb") as stream:
+        uploader = client.uploader(
+            file_stream=stream, chunk_size=1024 * 1024,
+            metadata={"filename": "big.bin", "conversationId": "tus-1", "channel": "web"},
+        )  # fmt: skip
+        uploader.upload()
+    file_id = uploader.url.rsplit("/", 1)[1]
+    with server.client(headers=server.auth) as http:
+        file = http.get(f"/v1/files/{file_id}").json()
+        assert file["sha256"] == hashlib.sha256(body).hexdigest()
+        assert file["name"] == "big.bin"
+        assert file["conversationId"] == "tus-1"
+        assert file["properties"] == {"channel": "web"}
+        assert http.get(f"/v1/files/{file_id}/content").content == body
+        # Finished: HEAD shows it complete; nothing is left of the upload itself.
+        head = http.head(f"/v1/uploads/{file_id}", headers=TUS)
+        assert head.headers["upload-offset"] == head.headers["upload-length"] == str(len(body))
+    assert parts(server) == []
+
+
+def test_the_protocol_edges(server: Server) -> None:
+    with server.client(headers=server.auth) as http:
+        options = http.options("/v1/uploads")
+        assert options.status_code == 204
+        assert options.headers["tus-version"] == "1.0.0"
+        assert set(options.headers["tus-extension"].split(",")) == {
+            "creation", "creation-with-upload", "creation-defer-length", "expiration",
+            "checksum", "termination",
+        }  # fmt: skip
+        assert options.headers["tus-checksum-algorithm"] == "sha1,sha256,md5"
+        assert http.post("/v1/uploads", headers={"Upload-Length": "3"}).status_code == 412
+        too_big = http.post("/v1/uploads", headers=TUS | {"Upload-Length": str(65 * 2**20)})
+        assert too_big.status_code == 413
+        # creation-with-upload, then HEAD, a wrong offset, a wrong type, a bad checksum.
+        first = b"hello, "
+        made = http.post("/v1/uploads", content=first,
+                         headers=PATCH | {"Upload-Length": "12"})  # fmt: skip
+        assert made.status_code == 201
+        assert made.headers["upload-offset"] == "7"
+        assert "upload-expires" in made.headers
+        url = made.headers["location"]
+        assert http.head(url, headers=TUS).headers["upload-offset"] == "7"
+        assert (
+            http.patch(url, content=b"x", headers=PATCH | {"Upload-Offset": "3"}).status_code == 409
+        )
+        wrong_type = TUS | {"Content-Type": "text/plain", "Upload-Offset": "7"}
+        assert http.patch(url, content=b"x", headers=wrong_type).status_code == 415
+        bad = base64.b64encode(hashlib.sha256(b"other").digest()).decode()
+        checked = PATCH | {"Upload-Offset": "7", "Upload-Checksum": f"sha256 {bad}"}
+        assert http.patch(url, content=b"world", headers=checked).status_code == 460
+        assert http.head(url, headers=TUS).headers["upload-offset"] == "7"  # dropped whole
+        good = base64.b64encode(hashlib.sha1(b"world", usedforsecurity=False).digest()).decode()
+        checked["Upload-Checksum"] = f"sha1 {good}"
+        done = http.patch(url, content=b"world", headers=checked)
+        assert done.status_code == 204
+        assert done.headers["upload-offset"] == "12"
+        assert done.headers["location"].endswith(url.rsplit("/", 1)[1])  # the File
+        assert (
+            http.get(urlsplit(done.headers["location"]).path + "/content").content
+            == b"hello, world"
+        )
+
+
+def test_a_deferred_length_and_termination(server: Server) -> None:
+    with server.client(headers=server.auth) as http:
+        url = create(http, None, filename="notes.txt")
+        assert http.head(url, headers=TUS).headers["upload-defer-length"] == "1"
+        part = http.patch(url, content=b"first ", headers=PATCH | {"Upload-Offset": "0"})
+        assert part.status_code == 204
+        last = PATCH | {"Upload-Offset": "6", "Upload-Length": "11"}
+        assert http.patch(url, content=b"last.", headers=last).status_code == 204
+        other = create(http, 10)
+        assert (
+            http.patch(other, content=b"12345", headers=PATCH | {"Upload-Offset": "0"}).status_code
+            == 204
+        )
+        assert http.delete(other, headers=TUS).status_code == 204
+        assert http.head(other, headers=TUS).status_code == 404
+    assert parts(server) == []
+
+
+def test_a_refused_type_ends_the_upload_at_its_first_bytes(server: Server) -> None:
+    html = b"<!DOCTYPE html><html><body>" + b"x" * 70_000
+    node = server
+    with node.client(headers=node.auth) as http:
+        url = create(http, len(html))
+        answer = http.patch(url, content=html[:65_536], headers=PATCH | {"Upload-Offset": "0"})
+        assert answer.status_code == 204  # a policy that allows everything: it goes on
+        assert http.delete(url, headers=TUS).status_code == 204
+    policy = Server(server.root.parent / "policy", allowed_types="image/*")
+    policy.root.mkdir()
+    policy.start()
+    try:
+        with policy.client(headers=policy.auth) as http:
+            url = create(http, len(html))
+            answer = http.patch(url, content=html[:65_536], headers=PATCH | {"Upload-Offset": "0"})
+            assert answer.status_code == 415
+            assert http.head(url, headers=TUS).status_code == 404
+        assert parts(policy) == []
+    finally:
+        policy.stop()
+
+
+def test_an_untouched_upload_expires(server: Server) -> None:
+    with server.client(headers=server.auth) as http:
+        url = create(http, 100)
+        assert (
+            http.patch(url, content=b"abc", headers=PATCH | {"Upload-Offset": "0"}).status_code
+            == 204
+        )
+        time.sleep(3.5)
+        assert http.head(url, headers=TUS).status_code == 410
+        assert http.head(url, headers=TUS).status_code == 404
+    assert url.rsplit("/", 1)[1] not in {path.name for path in parts(server)}
+
+
+def test_a_cut_connection_keeps_its_bytes_and_resumes(server: Server) -> None:
+    body = secrets.token_bytes(2 * 1024 * 1024)
+    with server.client(headers=server.auth) as http:
+        url = create(http, len(body), filename="cut.bin")
+    sent = _send_then_cut(server, url, body, 1_500_000)
+    with server.client(headers=server.auth) as http:
+        offset = _settled_offset(http, url)
+        assert 0 < offset <= sent
+        rest = http.patch(
+            url, content=body[offset:], headers=PATCH | {"Upload-Offset": str(offset)}
+        )
+        assert rest.status_code == 204, rest.text
+        file_id = url.rsplit("/", 1)[1]
+        assert http.get(f"/v1/files/{file_id}").json()["sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_a_second_writer_waits_while_the_first_sends_then_takes_over(server: Server) -> None:
+    body = secrets.token_bytes(64 * 1024)
+    with server.client(headers=server.auth) as http:
+        url = create(http, len(body))
+    hanging = _open_patch(server, url, len(body), body[:1000])  # sends, then hangs
+    try:
+        with server.client(headers=server.auth) as http:
+            time.sleep(0.5)
+            locked = http.patch(url, content=body, headers=PATCH | {"Upload-Offset": "0"})
+            assert locked.status_code == 423
+            assert int(locked.headers["retry-after"]) >= 1
+            # The hanging writer sends nothing more: its lease runs out and it is taken over.
+            deadline = time.monotonic() + 20
+            while True:
+                answer = http.patch(url, content=body, headers=PATCH | {"Upload-Offset": "0"})
+                if answer.status_code != 423:
+                    break
+                assert time.monotonic() < deadline
+                time.sleep(1)
+            assert answer.status_code == 204, answer.text
+    finally:
+        hanging.close()
+
+
+def test_a_message_names_an_upload_only_once_it_is_a_file(server: Server) -> None:
+    with server.client(headers=server.auth) as http:
+        url = create(http, 10, conversationId="tus-msg")
+        file_id = url.rsplit("/", 1)[1]
+        early = http.post("/v1/conversations/tus-msg/messages", json={"fileId": file_id})
+        assert early.status_code == 409
+        assert early.json()["error"]["code"] == "file_not_ready"
+        http.patch(
+            url, content=png_bytes()[:10].ljust(10, b"\0"), headers=PATCH | {"Upload-Offset": "0"}
+        )
+        assert (
+            http.post("/v1/conversations/tus-msg/messages", json={"fileId": file_id}).status_code
+            == 201
+        )
+
+
+def _open_patch(server: Server, url: str, length: int, first: bytes) -> socket.socket:
+    """A PATCH announcing `length` bytes that sends `first` and then nothing."""
+    path = urlsplit(url).path
+    connection = socket.create_connection(("127.0.0.1", server.port))
+    head = (
+        f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {server.key}\r\n"
+        f"Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n"
+        f"Upload-Offset: 0\r\nContent-Length: {length}\r\n\r\n"
+    )
+    connection.sendall(head.encode() + first)
+    return connection
+
+
+def _send_then_cut(server: Server, url: str, body: bytes, cut_at: int) -> int:
+    connection = _open_patch(server, url, len(body), body[:cut_at])
+    time.sleep(0.5)
+    connection.close()
+    return cut_at
+
+
+def _settled_offset(http: httpx.Client, url: str) -> int:
+    """The upload's offset once the cut request has been seen to end."""
+    deadline = time.monotonic() + 15
+    while True:
+        head = http.head(url, headers=TUS)
+        offset = int(head.headers["upload-offset"])
+        if offset > 0:
+            return offset
+        assert time.monotonic() < deadline, "the cut request's bytes were not kept"
+        time.sleep(0.2)
