@@ -4,17 +4,26 @@ killed mid-flight loses nothing."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import json
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import anyio
 import httpx
+import obstore
 import pytest
+from tusclient.client import TusClient
 
+from chatmedia.storage.s3 import open_s3_store
 from tests.clamdserver import running_clamd
 from tests.conftest import png_bytes, unsigned
 from tests.e2e.conftest import Server, assert_unavailable
@@ -346,3 +355,98 @@ def test_a_file_quarantined_by_new_signatures_vanishes_from_both_nodes_within_a_
                     gone[url] = time.monotonic()
         assert len(gone) == 2, "not quarantined on both nodes"
         assert abs(gone[urls[0]] - gone[urls[1]]) < 1.0
+
+
+class RoundRobin:
+    """A TCP proxy on 127.0.0.1 that sends each new connection to the next backend."""
+
+    def __init__(self) -> None:
+        self.backends: list[int] = []
+        self.turn = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            backend = self.backends[self.turn % len(self.backends)]
+            self.turn += 1
+            server = socket.create_connection(("127.0.0.1", backend))
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=_pipe, args=(source, sink), daemon=True).start()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+
+
+def test_resumable_uploads_hop_between_nodes(
+    nodes: Callable[..., Server], s3_server: S3Server
+) -> None:
+    proxy = RoundRobin()
+    try:
+        a, b = nodes(public_url=proxy.url), nodes(public_url=proxy.url)
+        proxy.backends = [a.port, b.port]
+        body = secrets.token_bytes(3 * 1024 * 1024 + 11)
+        client = TusClient(f"{proxy.url}/v1/uploads", headers=a.auth)
+        with io.BytesIO(body) as stream:
+            uploader = client.uploader(file_stream=stream, chunk_size=512 * 1024,
+                                       metadata={"filename": "hop.bin"})  # fmt: skip
+            uploader.upload()
+        file_id = uploader.url.rsplit("/", 1)[1]
+        for node in (a, b):
+            with node.client(headers=node.auth) as http:
+                file = http.get(f"/v1/files/{file_id}").json()
+                assert file["sha256"] == hashlib.sha256(body).hexdigest()
+        # Started on a, half sent there and cut, finished on b.
+        tus = {"Tus-Resumable": "1.0.0"}
+        patch = tus | {"Content-Type": "application/offset+octet-stream"}
+        with a.client(headers=a.auth) as on_a, b.client(headers=b.auth) as on_b:
+            made = on_a.post("/v1/uploads", headers=tus | {"Upload-Length": str(len(body))})
+            path = "/" + made.headers["location"].split("/", 3)[3]
+            first = on_a.patch(
+                path, content=body[:1_000_000], headers=patch | {"Upload-Offset": "0"}
+            )
+            assert first.status_code == 204
+            offset = int(on_b.head(path, headers=tus).headers["upload-offset"])
+            assert offset == 1_000_000
+            rest = on_b.patch(
+                path, content=body[offset:], headers=patch | {"Upload-Offset": str(offset)}
+            )
+            assert rest.status_code == 204, rest.text
+            done = on_a.get(f"/v1/files/{path.rsplit('/', 1)[1]}").json()
+            assert done["sha256"] == hashlib.sha256(body).hexdigest()
+            # A terminated upload leaves no piece in the bucket.
+            other = on_b.post("/v1/uploads", headers=tus | {"Upload-Length": "100"})
+            other_path = "/" + other.headers["location"].split("/", 3)[3]
+            on_a.patch(other_path, content=b"x" * 40, headers=patch | {"Upload-Offset": "0"})
+            assert on_a.delete(other_path, headers=tus).status_code == 204
+        store = open_s3_store(a.env["CHATMEDIA_STORAGE_URL"], a.env)
+        pieces = anyio.run(_listed, store, "uploads/")
+        assert pieces == []
+    finally:
+        proxy.close()
+
+
+async def _listed(store: Any, prefix: str) -> list[str]:
+    names: list[str] = []
+    async for batch in obstore.list(store._store, prefix):
+        names += [meta["path"] for meta in batch]
+    return names

@@ -43,8 +43,9 @@ def create(client: httpx.Client, length: int | None, **pairs: str) -> str:
 
 
 def parts(server: Server) -> list[Path]:
-    folder = server.data_dir / "uploads"
-    return list(folder.iterdir()) if folder.exists() else []
+    """The pieces of uploads under way in the server's store."""
+    folder = server.data_dir / "blobs" / ".uploads"
+    return [p for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
 
 
 def test_a_real_client_uploads_in_chunks(server: Server, tmp_path: Path) -> None:
@@ -165,7 +166,7 @@ def test_an_untouched_upload_expires(server: Server) -> None:
         time.sleep(3.5)
         assert http.head(url, headers=TUS).status_code == 410
         assert http.head(url, headers=TUS).status_code == 404
-    assert url.rsplit("/", 1)[1] not in {path.name for path in parts(server)}
+    assert url.rsplit("/", 1)[1] not in {path.parent.name for path in parts(server)}
 
 
 def test_a_cut_connection_keeps_its_bytes_and_resumes(server: Server) -> None:

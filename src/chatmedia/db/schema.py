@@ -338,3 +338,15 @@ uploads = sa.Table(
     sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Index(None, "expires_at"),
 )
+
+# The pieces of an upload under way, in order: each written by one claim, kept in the store
+# under its own name (chatmedia.storage.Segments), so that a writer that lost its claim
+# can never overwrite a piece that counts.
+upload_segments = sa.Table(
+    "upload_segments",
+    metadata,
+    sa.Column("upload_id", sa.String(32), primary_key=True),
+    sa.Column("start", sa.BigInteger, primary_key=True),
+    sa.Column("length", sa.BigInteger, nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+)

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from chatmedia.db.engine import Conn
-from chatmedia.db.schema import uploads
+from chatmedia.db.schema import upload_segments, uploads
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,15 @@ class Upload:
 
 
 _FIELDS = tuple(f.name for f in fields(Upload))
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A piece of an upload: its bytes from `start`, in the store under `name`."""
+
+    start: int
+    length: int
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,17 +106,33 @@ class Uploads:
         offset: int,
         length: int | None,
         expires_at: datetime,
+        segment: Segment | None = None,
         hold_until: datetime | None = None,
     ) -> bool:
-        """Move the upload to `offset` (and its length, when now known) and end the claim,
-        or hold it until `hold_until` (the upload becoming its File); False, changing
-        nothing, when the claim was lost."""
+        """Move the upload to `offset` with `segment` its new last piece (and its length,
+        when now known), and end the claim, or hold it until `hold_until` (the upload
+        becoming its File); False, changing nothing, when the claim was lost."""
         result = await self._conn.execute(
             uploads.update()
             .where(uploads.c.id == claim.upload.id, uploads.c.generation == claim.generation)
             .values(offset=offset, length=length, lease_until=hold_until, expires_at=expires_at)
         )
-        return result.rowcount == 1
+        if result.rowcount != 1:
+            return False
+        if segment is not None:
+            row = {"upload_id": claim.upload.id, "start": segment.start,
+                   "length": segment.length, "name": segment.name}  # fmt: skip
+            await self._conn.execute(upload_segments.insert().values(row))
+        return True
+
+    async def segments(self, upload_id: str) -> list[Segment]:
+        """An upload's pieces, in order."""
+        query = (
+            sa.select(upload_segments.c.start, upload_segments.c.length, upload_segments.c.name)
+            .where(upload_segments.c.upload_id == upload_id)
+            .order_by(upload_segments.c.start)
+        )
+        return [Segment(r.start, r.length, r.name) for r in await self._conn.execute(query)]
 
     async def set_length(self, upload: Upload, length: int) -> bool:
         """Say a deferred length, once; False when it was said meanwhile."""
@@ -119,7 +144,11 @@ class Uploads:
         return result.rowcount == 1
 
     async def delete(self, upload_id: str) -> bool:
-        """Forget an upload (done, terminated or expired); False when it was gone."""
+        """Forget an upload (done, terminated or expired) and its pieces; False when it was
+        gone."""
+        await self._conn.execute(
+            upload_segments.delete().where(upload_segments.c.upload_id == upload_id)
+        )
         result = await self._conn.execute(uploads.delete().where(uploads.c.id == upload_id))
         return result.rowcount == 1
 

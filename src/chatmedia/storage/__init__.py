@@ -7,6 +7,7 @@ from chatmedia.storage.base import (
     BlobStore,
     LocalPaths,
     Presigner,
+    Segments,
     StagedBlob,
     StoreUnavailable,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "BlobStore",
     "LocalPaths",
     "Presigner",
+    "Segments",
     "StagedBlob",
     "StoreUnavailable",
 ]

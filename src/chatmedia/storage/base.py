@@ -8,8 +8,9 @@ already exists) while the caller holds the blob's database lock; `discard` drops
 
 Optional capabilities are separate protocols, checked once when the app is wired up:
 `LocalPaths` (a blob is a file on this machine, so the server can send it with
-`http.response.pathsend` without Python reading the bytes) and `Presigner` (the store can
-hand out a short-lived URL that a client fetches the bytes from directly).
+`http.response.pathsend` without Python reading the bytes), `Presigner` (the store can
+hand out a short-lived URL that a client fetches the bytes from directly) and `Segments`
+(the store keeps the pieces of resumable uploads, where every node finds them).
 
 A store raises `BlobMissing` for a blob it does not have and `StoreUnavailable` when it
 could not be asked at all (a remote store that is down, slow or failing); callers answer
@@ -18,6 +19,7 @@ the first as missing content and the second as a temporary outage.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator, AsyncIterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -48,6 +50,11 @@ async def in_pieces(chunks: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]
             pending, pending_size = [], 0
     if pending:
         yield b"".join(pending)
+
+
+# A piece of a resumable upload: `<upload id>/<start, 20 digits>-<writer's generation>`.
+SEGMENT_NAME = re.compile(r"[A-Za-z0-9_-]{16,32}/[0-9]{20}-[0-9]{1,10}")
+UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{16,32}")
 
 
 class BlobMissing(Exception):
@@ -115,6 +122,29 @@ class BlobStore(Protocol):
 
     async def sweep_staging(self, older_than: timedelta) -> int:
         """Drop staged writes abandoned by a crash; returns how many were dropped."""
+        ...
+
+
+@runtime_checkable
+class Segments(Protocol):
+    """A store that also keeps the pieces of resumable uploads under way
+    (chatmedia.uploads), by name (`<upload id>/<start>-<writer>`), apart from blobs."""
+
+    async def put_segment(self, name: str, chunks: AsyncIterable[bytes]) -> int:
+        """Write a new piece durably; its length. If iterating `chunks` raises, nothing
+        of it is left and the exception propagates."""
+        ...
+
+    async def open_segment(self, name: str, length: int) -> AsyncGenerator[bytes, None]:
+        """The bytes of a piece of `length` bytes, in chunks."""
+        ...
+
+    async def delete_segment(self, name: str) -> None:
+        """Remove one piece (a missing one is not an error)."""
+        ...
+
+    async def delete_segments(self, upload_id: str) -> None:
+        """Remove every piece of an upload (there may be none)."""
         ...
 
 

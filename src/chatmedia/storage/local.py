@@ -9,9 +9,11 @@ import hashlib
 import os
 import re
 import secrets
+import shutil
 import time
 from collections.abc import AsyncGenerator, AsyncIterable
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -21,6 +23,8 @@ from anyio import to_thread
 from chatmedia.storage.base import (
     CHUNK_SIZE,
     PIECE_SIZE,
+    SEGMENT_NAME,
+    UPLOAD_ID,
     BlobMissing,
     BlobStat,
     StagedBlob,
@@ -39,6 +43,7 @@ class LocalBlobStore:
     def __init__(self, root: Path) -> None:
         self._root = root.resolve()
         self._staging = self._root / ".staging"
+        self._uploads = self._root / ".uploads"
 
     def local_path(self, key: str) -> Path:
         """The path of blob `key`; the key must be a SHA-256 hex digest."""
@@ -113,6 +118,40 @@ class LocalBlobStore:
         except FileNotFoundError:
             raise BlobMissing(f"staged blob {staged.token} is gone") from None
         return _read_range(file, staged.size)
+
+    async def put_segment(self, name: str, chunks: AsyncIterable[bytes]) -> int:
+        path = self._segment_path(name)
+        writer = _Writer(await to_thread.run_sync(_create, path))
+        try:
+            async for piece in in_pieces(chunks):
+                await writer.write(piece)
+            await writer.finish()
+            await to_thread.run_sync(_fsync_dir, path.parent)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await writer.abandon(path)
+            raise
+        return writer.size
+
+    async def open_segment(self, name: str, length: int) -> AsyncGenerator[bytes, None]:
+        try:
+            file = await to_thread.run_sync(_open_at, self._segment_path(name), 0)
+        except FileNotFoundError:
+            raise BlobMissing(f"segment {name} is missing") from None
+        return _read_range(file, length)
+
+    async def delete_segment(self, name: str) -> None:
+        await to_thread.run_sync(self._segment_path(name).unlink, True)
+
+    async def delete_segments(self, upload_id: str) -> None:
+        if not UPLOAD_ID.fullmatch(upload_id):
+            raise ValueError(f"not an upload id: {upload_id!r}")
+        await to_thread.run_sync(partial(shutil.rmtree, self._uploads / upload_id, True))
+
+    def _segment_path(self, name: str) -> Path:
+        if not SEGMENT_NAME.fullmatch(name):
+            raise ValueError(f"not a segment name: {name!r}")
+        return self._uploads / name
 
     async def delete(self, key: str) -> None:
         await to_thread.run_sync(self.local_path(key).unlink, True)

@@ -4,6 +4,7 @@ Layout under the URL's prefix, named from our ids only:
 
     blobs/ab/cd/<sha256>    a promoted blob, sharded like the local store
     staging/<token>         a complete upload waiting for `promote` or `discard`
+    uploads/<id>/<start>-<writer>   a piece of a resumable upload under way (Segments)
 
 `put` streams into ``staging/<token>`` with obstore's buffered writer: up to PART_SIZE bytes
 go as one PutObject; more becomes a multipart upload of PART_SIZE parts with at most
@@ -44,6 +45,8 @@ from obstore.store import S3Store
 
 from chatmedia.storage.base import (
     CHUNK_SIZE,
+    SEGMENT_NAME,
+    UPLOAD_ID,
     BlobMissing,
     BlobStat,
     StagedBlob,
@@ -166,6 +169,32 @@ class S3BlobStore:
                 raise BlobMissing("blob is shorter than its recorded size") from e
             raise
         return _chunks_of(result, end - start)
+
+    async def put_segment(self, name: str, chunks: AsyncIterable[bytes]) -> int:
+        upload = _Upload(self._store, _segment_path(name))
+        try:
+            async for piece in in_pieces(chunks):
+                await upload.write(piece)
+            await upload.finish()
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await upload.abandon(exc)
+            raise
+        return upload.size
+
+    async def open_segment(self, name: str, length: int) -> AsyncGenerator[bytes, None]:
+        return await self._open(_segment_path(name), 0, length)
+
+    async def delete_segment(self, name: str) -> None:
+        await self._delete(_segment_path(name))
+
+    async def delete_segments(self, upload_id: str) -> None:
+        if not UPLOAD_ID.fullmatch(upload_id):
+            raise ValueError(f"not an upload id: {upload_id!r}")
+        with _store_errors("listing an upload's segments"):
+            async for batch in obstore.list(self._store, f"uploads/{upload_id}/"):
+                for meta in batch:
+                    await self._delete(meta["path"])
 
     async def delete(self, key: str) -> None:
         await self._delete(_blob_path(key))
@@ -293,6 +322,12 @@ def _blob_path(key: str) -> str:
     if not _KEY.fullmatch(key):
         raise ValueError(f"not a blob key: {key!r}")
     return f"blobs/{key[:2]}/{key[2:4]}/{key}"
+
+
+def _segment_path(name: str) -> str:
+    if not SEGMENT_NAME.fullmatch(name):
+        raise ValueError(f"not a segment name: {name!r}")
+    return f"uploads/{name}"
 
 
 def _staged_path(token: str) -> str:

@@ -15,7 +15,7 @@ from starlette.requests import ClientDisconnect
 from chatmedia import mediatypes
 from chatmedia.access.principal import Principal
 from chatmedia.db.files import Files
-from chatmedia.db.uploads import Claim, Upload, Uploads
+from chatmedia.db.uploads import Claim, Segment, Upload, Uploads
 from chatmedia.errors import (
     ChecksumMismatch,
     FileTooLarge,
@@ -30,6 +30,7 @@ from chatmedia.fairuse.quotas import reserve
 from chatmedia.models import FileRecord
 from chatmedia.pipelines.upload import UploadInfo, new_file_id, store_file
 from chatmedia.services import Services
+from chatmedia.storage import Segments
 from chatmedia.units import format_size
 from chatmedia.uploads.parts import ClaimLost, UploadParts
 from chatmedia.uploads.protocol import Checksum
@@ -52,8 +53,11 @@ class Written:
 
 
 def parts_of(services: Services) -> UploadParts:
-    """Where this node keeps uploads' bytes."""
-    return UploadParts(services.settings.data_dir / "uploads")
+    """Where uploads' pieces are kept: the blob store, where every node finds them."""
+    store = services.store
+    if not isinstance(store, Segments):
+        raise TypeError(f"{store!r} cannot keep the pieces of resumable uploads")
+    return UploadParts(store)
 
 
 async def create_upload(
@@ -129,11 +133,10 @@ async def write(
         async with services.db.write() as conn:
             return await Uploads(conn).renew(claim, datetime.now(UTC) + LEASE)
 
-    # 2. The bytes, within what the upload may still take.
+    # 2. The bytes, within what the upload may still take, as a piece of its own.
+    within = _within(cut.ended(chunks), limit, upload.length)
     try:
-        written = await parts.append(
-            upload.id, offset, _within(cut.ended(chunks), limit, upload.length), renew, digest
-        )
+        segment = await parts.write(upload.id, offset, claim.generation, within, renew, digest)
     except ClaimLost:
         raise UploadOffsetMismatch("another request took the upload over") from None
     except BaseException:
@@ -141,23 +144,28 @@ async def write(
         raise
     # 3. A chunk that fails its checksum (or cannot be checked, cut short) is dropped whole.
     if checksum is not None and (cut.happened or not _matches(digest, checksum)):
-        await parts.cut(upload.id, offset)
+        await parts.discard(segment)
         await _release(services, claim, offset)
         if cut.happened:
             raise ClientDisconnect()
         raise ChecksumMismatch(f"the chunk's {checksum.algorithm} is not the one sent")
-    end = offset + written
+    end = offset + segment.length
     # 4. Once the first bytes are in, their type decides whether the rest may come.
     head = min(mediatypes.SNIFF_SIZE, upload.length if upload.length is not None else end)
     if offset < head <= end:
-        await _check_type(services, upload, claim, head)
+        await _check_type(services, upload, segment, head)
     # 5. The new offset, then the File once the last byte is in.
     complete = upload.length is not None and end == upload.length
+    if segment.length == 0:
+        await parts.discard(segment)
     async with services.db.write() as conn:
         expires = datetime.now(UTC) + settings.upload_expiry
         hold = datetime.now(UTC) + FINISH_LEASE if complete else None
-        if not await Uploads(conn).commit(claim, end, upload.length, expires, hold):
-            raise UploadOffsetMismatch("another request took the upload over")
+        piece = segment if segment.length else None
+        committed = await Uploads(conn).commit(claim, end, upload.length, expires, piece, hold)
+    if not committed:
+        await parts.discard(segment)
+        raise UploadOffsetMismatch("another request took the upload over")
     upload = replace(upload, offset=end, expires_at=expires, generation=claim.generation)
     if not complete:
         return Written(upload)
@@ -241,11 +249,13 @@ async def _say_length(services: Services, upload: Upload, length: int) -> Upload
     return replace(upload, length=length)
 
 
-async def _check_type(services: Services, upload: Upload, claim: Claim, head: int) -> None:
-    parts = parts_of(services)
-    data = b"".join([chunk async for chunk in parts.read(upload.id, 0, head)])
+async def _check_type(services: Services, upload: Upload, last: Segment, head: int) -> None:
+    async with services.db.read() as conn:
+        segments = [*await Uploads(conn).segments(upload.id), last]
+    data = b"".join([chunk async for chunk in parts_of(services).read(segments, head)])
     content_type = await to_thread.run_sync(mediatypes.detect, data)
     if not services.settings.type_policy.permits(content_type):
+        await parts_of(services).discard(last)
         await _drop(services, upload.id)
         raise UnsupportedMediaType(f"files of type {content_type} are not allowed")
 
@@ -259,7 +269,9 @@ async def _finish(services: Services, principal: Principal, upload: Upload) -> F
         await _drop(services, upload.id)
         return done
     info = UploadInfo(upload.name, upload.conversation_id, upload.properties, file_id=upload.id)
-    chunks = parts_of(services).read(upload.id)
+    async with services.db.read() as conn:
+        segments = await Uploads(conn).segments(upload.id)
+    chunks = parts_of(services).read(segments)
     record = await store_file(services, principal, chunks, lambda: info, upload.length)
     await _drop(services, upload.id)
     return record

@@ -1,4 +1,4 @@
-"""Resumable uploads (tus): one row per upload under way.
+"""Resumable uploads (tus): one row per upload under way, and one per piece of it.
 
 Revision ID: 0011
 Revises: 0010
@@ -36,7 +36,16 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_uploads"),
     )
     op.create_index("ix_uploads_expires_at", "uploads", ["expires_at"])
+    op.create_table(
+        "upload_segments",
+        sa.Column("upload_id", sa.String(32), nullable=False),
+        sa.Column("start", sa.BigInteger, nullable=False),
+        sa.Column("length", sa.BigInteger, nullable=False),
+        sa.Column("name", sa.Text, nullable=False),
+        sa.PrimaryKeyConstraint("upload_id", "start", name="pk_upload_segments"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("upload_segments")
     op.drop_table("uploads")
