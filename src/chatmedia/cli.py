@@ -23,6 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from chatmedia import resumable
 from chatmedia.access.principal import ADMIN, DEFAULT_TENANT, operator
 from chatmedia.config import ConfigError, Settings, describe, load_settings
 from chatmedia.config_values import quota_count, quota_size
@@ -365,12 +366,25 @@ def upload_cmd(
     key: KeyOption = "",
     conversation: Annotated[str | None, typer.Option(help="Conversation id.")] = None,
 ) -> None:
-    """Upload a file; prints its File JSON."""
+    """Upload a file; prints its File JSON. Files over 8 MiB go up resumably (tus): run
+    the same command again after an interruption and it goes on where it stopped."""
     data = {"conversationId": conversation} if conversation else {}
-    with _client(server, key) as client, _progress() as progress, path.open("rb") as file:
+    with _client(server, key) as client, _progress() as progress:
         task = progress.add_task(path.name, total=path.stat().st_size)
-        reader = cast(BinaryIO, _ProgressReader(file, progress, task))
-        response = client.post("/v1/files", files={"file": (path.name, reader)}, data=data)
+        if path.stat().st_size > resumable.CHUNK_SIZE:
+            try:
+                file_id = resumable.upload(
+                    client, path, {"filename": path.name} | data,
+                    lambda n: progress.advance(task, n),
+                )  # fmt: skip
+            except resumable.UploadFailed as e:
+                _fail(e.response)
+            response = client.get(f"/v1/files/{file_id}")
+        else:
+            with path.open("rb") as file:
+                reader = cast(BinaryIO, _ProgressReader(file, progress, task))
+                files = {"file": (path.name, reader)}
+                response = client.post("/v1/files", files=files, data=data)
     _fail(response)
     console.print_json(response.text)
 

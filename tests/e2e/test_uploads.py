@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import secrets
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +20,7 @@ import pytest
 from tusclient.client import TusClient
 
 from tests.conftest import png_bytes
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import CHATMEDIA, Server, wait_for
 
 pytestmark = pytest.mark.e2e
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -255,3 +257,33 @@ def _settled_offset(http: httpx.Client, url: str) -> int:
             return offset
         assert time.monotonic() < deadline, "the cut request's bytes were not kept"
         time.sleep(0.2)
+
+
+def test_the_command_line_resumes_an_interrupted_upload(server: Server, tmp_path: Path) -> None:
+    body = secrets.token_bytes(40 * 1024 * 1024 + 5)
+    source = tmp_path / "video.bin"
+    source.write_bytes(body)
+    env = server.env | {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    command = [CHATMEDIA, "upload", str(source), "--server", server.url, "--key", server.key]
+    state = tmp_path / "cache" / "chatmedia" / "uploads.json"
+    # Interrupted once a first chunk is in.
+    first = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with server.client(headers=server.auth) as http:
+
+        def under_way() -> str | None:
+            if not state.exists():
+                return None
+            [url] = json.loads(state.read_text()).values()
+            offset = int(http.head(url, headers=TUS).headers["upload-offset"])
+            return url if offset > 0 else None
+
+        url = wait_for(under_way)
+    first.kill()
+    first.communicate()
+    # Run again: it goes on from there.
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    file = json.loads(again.stdout)
+    assert file["id"] == url.rsplit("/", 1)[1]
+    assert file["sha256"] == hashlib.sha256(body).hexdigest()
+    assert json.loads(state.read_text()) == {}
