@@ -87,7 +87,7 @@ def metadata(headers: Mapping[str, str]) -> dict[str, str]:
             raise InvalidUploadHeader("Upload-Metadata is not `key base64,…` with unique keys")
         try:
             pairs[key] = base64.b64decode(encoded.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+        except (ValueError, binascii.Error):  # not ASCII, not base64, not UTF-8
             raise InvalidUploadHeader(f"Upload-Metadata {key} is not base64 UTF-8") from None
     if len(pairs) > MAX_METADATA_PAIRS:
         raise InvalidUploadHeader("Upload-Metadata has too many pairs")
@@ -104,7 +104,7 @@ def checksum(headers: Mapping[str, str]) -> Checksum | None:
         raise InvalidUploadHeader(f"Upload-Checksum takes {', '.join(CHECKSUM_ALGORITHMS)}")
     try:
         digest = base64.b64decode(encoded.strip(), validate=True)
-    except binascii.Error:
+    except (ValueError, binascii.Error):  # not ASCII, not base64
         raise InvalidUploadHeader("Upload-Checksum's digest is not base64") from None
     if len(digest) != hashlib.new(algorithm, usedforsecurity=False).digest_size:
         raise InvalidUploadHeader("Upload-Checksum's digest has the wrong length")
