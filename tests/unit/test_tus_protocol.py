@@ -231,6 +231,9 @@ def test_a_number_is_its_decimal_value(value: int, zeros: int, spaces: str) -> N
 )
 @example(text="10000000000000000000")  # 20 digits
 @example(text="00000000000000000001")
+@example(text="7\xa0")  # white space to Python, not to HTTP (RFC 9110 §5.6.3: SP, HTAB)
+@example(text="\x0b7")
+@example(text="7\x1f")
 def test_anything_else_is_not_a_number(text: str) -> None:
     with pytest.raises(InvalidUploadHeader):
         number({"upload-length": text}, "Upload-Length")
@@ -301,6 +304,10 @@ _PARSERS: dict[str, Callable[[Mapping[str, str]], Any]] = {
 # a 500 once.
 @example(text="k \xe9", other=None)
 @example(text="sha256 \xe9", other=None)
+# str.strip() takes \x1c-\x1f for white space and int() does not: number() checked the
+# one and converted the other, a ValueError once.
+@example(text="0\x1f", other=None)
+@example(text="1", other="0\x1f")
 def test_any_text_is_a_value_or_a_named_error(header: str, text: str, other: str | None) -> None:
     headers = {header: text}
     if other is not None:  # the same text in the other headers too

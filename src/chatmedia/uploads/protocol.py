@@ -56,7 +56,8 @@ def number(headers: Mapping[str, str], name: str) -> int | None:
     text = headers.get(name.lower())
     if text is None:
         return None
-    if not _NUMBER.fullmatch(text.strip()):
+    text = text.strip(" \t")  # HTTP's optional white space, and nothing else
+    if not _NUMBER.fullmatch(text):
         raise InvalidUploadHeader(f"{name} must be a non-negative integer")
     return int(text)
 

@@ -117,10 +117,10 @@ async def write(
     upload, done = await _find(services, principal, upload_id)
     if done is not None and offset == upload.offset:
         return Written(upload, done)  # a retry of the request that finished it
-    if length is not None:
-        upload = await _say_length(services, upload, length)
     if offset != upload.offset:
         raise UploadOffsetMismatch(f"the upload is at offset {upload.offset}")
+    if length is not None:
+        upload = await _say_length(services, upload, length)
     # 1. The right to write, unless another request has it.
     claim = await _claim(services, upload, offset)
     settings = services.settings
