@@ -190,12 +190,8 @@ class IdempotencyKeyReused(ChatMediaError):
     status = 422
 
 
-class FileNotReady(ChatMediaError):
-    """The file's content is not served yet: it is still being scanned (or its scan failed
-    and CHATMEDIA_SCAN_FAIL is closed). Its metadata says which."""
-
-    code = "file_not_ready"
-    status = 409
+class _TryAgain(ChatMediaError):
+    """An error that tells the client when to ask again (Retry-After, in seconds)."""
 
     def __init__(self, message: str, retry_after: int = 5) -> None:
         super().__init__(message)
@@ -204,6 +200,14 @@ class FileNotReady(ChatMediaError):
     @property
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
+
+
+class FileNotReady(_TryAgain):
+    """The file's content is not served yet: it is still being scanned (or its scan failed
+    and CHATMEDIA_SCAN_FAIL is closed). Its metadata says which."""
+
+    code = "file_not_ready"
+    status = 409
 
 
 class MalwareDetected(ChatMediaError):
@@ -270,20 +274,12 @@ class UploadTypeInvalid(ChatMediaError):
     status = 415
 
 
-class UploadLocked(ChatMediaError):
+class UploadLocked(_TryAgain):
     """Another request is writing to the upload (a connection that has not been seen to
     end yet); it is taken over once its bytes stop for `retry_after` seconds."""
 
     code = "upload_locked"
     status = 423
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
 
 
 class ChecksumMismatch(ChatMediaError):

@@ -122,15 +122,7 @@ class S3BlobStore:
 
     async def put(self, chunks: AsyncIterable[bytes]) -> StagedBlob:
         token = secrets.token_hex(16)
-        upload = _Upload(self._store, _staged_path(token))
-        try:
-            async for piece in in_pieces(chunks):
-                await upload.write(piece)
-            await upload.finish()
-        except BaseException as exc:
-            with anyio.CancelScope(shield=True):
-                await upload.abandon(exc)
-            raise
+        upload = await self._write(_staged_path(token), chunks)
         sha256 = upload.digest.hexdigest()
         return StagedBlob(key=sha256, size=upload.size, sha256=sha256, token=token)
 
@@ -171,7 +163,11 @@ class S3BlobStore:
         return _chunks_of(result, end - start)
 
     async def put_segment(self, name: str, chunks: AsyncIterable[bytes]) -> int:
-        upload = _Upload(self._store, _segment_path(name))
+        return (await self._write(_segment_path(name), chunks)).size
+
+    async def _write(self, path: str, chunks: AsyncIterable[bytes]) -> _Upload:
+        """Stream `chunks` to a new object at `path`; nothing of it is left on failure."""
+        upload = _Upload(self._store, path)
         try:
             async for piece in in_pieces(chunks):
                 await upload.write(piece)
@@ -180,7 +176,7 @@ class S3BlobStore:
             with anyio.CancelScope(shield=True):
                 await upload.abandon(exc)
             raise
-        return upload.size
+        return upload
 
     async def open_segment(self, name: str, length: int) -> AsyncGenerator[bytes, None]:
         return await self._open(_segment_path(name), 0, length)
