@@ -27,6 +27,14 @@ from chatmedia.storage.local import LocalBlobStore
 BACKEND_OUTAGES: tuple[type[Exception], ...] = (DatabaseUnavailable, StoreUnavailable)
 
 
+def is_outage(exc: BaseException) -> bool:
+    """Whether `exc` is a backend outage, also when it comes as a group of them (a driver's
+    tasks failing together as its connection goes)."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(BACKEND_OUTAGES)[1] is None
+    return isinstance(exc, BACKEND_OUTAGES)
+
+
 @dataclass(frozen=True, slots=True)
 class Services:
     """Settings, database, blob store, the fetcher and the event bus, handed to every

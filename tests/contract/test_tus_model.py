@@ -138,16 +138,16 @@ def expect_write(upload: Model, patch: Patch) -> Outcome:
         if patch.length is not None and patch.length != upload.length:
             return (InvalidUploadHeader, *wrong)
         return (UploadOffsetMismatch,)
+    if patch.offset != offset:  # before anything else: a refused PATCH declares nothing
+        return (UploadOffsetMismatch,)
     if patch.length is not None:
         if upload.length is not None and patch.length != upload.length:
-            return (InvalidUploadHeader, *wrong)
+            return (InvalidUploadHeader,)
         if patch.length > MAX:
             return (FileTooLarge,)
         if patch.length < offset:
             return (InvalidUploadHeader,)
         upload.length = patch.length
-    if patch.offset != offset:
-        return (UploadOffsetMismatch,)
     if len(patch.body) > (upload.length if upload.length is not None else MAX) - offset:
         return (FileTooLarge,)
     if patch.checksum == "bad" or (patch.checksum == "good" and patch.cut):

@@ -45,7 +45,7 @@ from chatmedia.pipelines.webhooks import deliver_forever
 from chatmedia.processing.jobs import Handler, run_jobs_forever
 from chatmedia.scanning.job import SCAN_JOB, scan_job
 from chatmedia.scanning.signatures import watch_signatures
-from chatmedia.services import BACKEND_OUTAGES, Services, open_services
+from chatmedia.services import BACKEND_OUTAGES, Services, is_outage, open_services
 from chatmedia.uploads.workflow import sweep_expired_uploads
 
 log = logging.getLogger("chatmedia")
@@ -184,10 +184,11 @@ async def _housekeeping(services: Services, stopping: anyio.Event) -> None:
             async with services.db.exclusive("housekeeping") as mine:
                 if mine:
                     await _sweep(services)
-        except BACKEND_OUTAGES as e:
-            log.warning("housekeeping skipped (%s); trying again next interval", e)
-        except Exception:
-            log.exception("housekeeping failed; trying again next interval")
+        except Exception as e:
+            if not is_outage(e):
+                log.exception("housekeeping failed; trying again next interval")
+            else:
+                log.warning("housekeeping skipped (%s); trying again next interval", e)
         with anyio.move_on_after(services.settings.retention_interval.total_seconds()):
             await stopping.wait()
 

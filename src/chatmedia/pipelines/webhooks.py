@@ -36,7 +36,7 @@ from chatmedia.errors import (
     WebhookNotFound,
 )
 from chatmedia.pipelines.events import with_fresh_links
-from chatmedia.services import BACKEND_OUTAGES, Services
+from chatmedia.services import BACKEND_OUTAGES, Services, is_outage
 from chatmedia.views import event_view
 
 log = logging.getLogger("chatmedia.webhooks")
@@ -157,10 +157,11 @@ async def deliver_forever(services: Services, stopping: anyio.Event) -> None:
                 try:
                     async with services.db.write() as conn:
                         claimed = await Outbox(conn).claim_due(datetime.now(UTC), lease, free)
-                except BACKEND_OUTAGES as e:
-                    log.warning("could not claim webhook deliveries (%s); trying again", e)
-                except Exception:
-                    log.exception("could not claim webhook deliveries; trying again")
+                except Exception as e:
+                    if not is_outage(e):
+                        log.exception("could not claim webhook deliveries; trying again")
+                    else:
+                        log.warning("could not claim webhook deliveries (%s); trying again", e)
             for item in claimed:
                 await slots.acquire()
                 attempts.start_soon(_attempt_and_release, services, item, slots)

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 import anyio
 
 from chatmedia.db.jobs import Job, Jobs
-from chatmedia.services import BACKEND_OUTAGES, Services
+from chatmedia.services import BACKEND_OUTAGES, Services, is_outage
 
 log = logging.getLogger("chatmedia.processing")
 
@@ -61,10 +61,11 @@ async def _claim(services: Services, handlers: Mapping[str, Handler], free: int)
     try:
         async with services.db.write() as conn:
             return await Jobs(conn).claim_due(handlers, datetime.now(UTC), LEASE, free)
-    except BACKEND_OUTAGES as e:
-        log.warning("could not claim jobs (%s); trying again", e)
-    except Exception:
-        log.exception("could not claim jobs; trying again")
+    except Exception as e:
+        if not is_outage(e):
+            log.exception("could not claim jobs; trying again")
+        else:
+            log.warning("could not claim jobs (%s); trying again", e)
     return []
 
 
