@@ -287,3 +287,38 @@ def test_answers_are_json_and_bytes_never_pickles() -> None:
     for malformed in (b"", answer[:9], (2).to_bytes(8, "big") + b"[]", answer[:-1]):
         with pytest.raises(ValueError):  # noqa: PT011 - several messages
             unpack(malformed)
+
+
+PROBE_MAIN = """
+import anyio
+import probe_heavy
+from chatmedia.media.sandbox import Sandbox, SandboxLimits
+
+def task(path):
+    return {}
+
+async def main():
+    box = Sandbox(SandboxLimits(), 1)
+    for _ in range(3):
+        await box.run("probe_main:task", "")
+    box.close()
+
+if __name__ == "__main__":
+    anyio.run(main)
+"""
+
+
+def test_children_do_not_import_the_servers_main_module_again(tmp_path: Path) -> None:
+    # What the main module run with -m imports (the server's: granian, the settings…) is
+    # imported once by the fork server, not by every child.
+    (tmp_path / "probe_main.py").write_text(PROBE_MAIN)
+    marks = tmp_path / "imports"
+    (tmp_path / "probe_heavy.py").write_text(
+        f"import os\nwith open({str(marks)!r}, 'a') as f:\n    f.write(f'{{os.getpid()}}\\n')\n"
+    )
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    subprocess.run(
+        [sys.executable, "-m", "probe_main"], cwd=tmp_path, env=env, check=True, timeout=60
+    )
+    importers = marks.read_text().split()
+    assert len(importers) == 2, importers  # the main process and the fork server

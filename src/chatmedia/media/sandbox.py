@@ -53,9 +53,8 @@ from anyio import to_thread
 Reason = Literal["crash", "timeout", "memory", "unsupported", "corrupt", "too_large"]
 REASONS: frozenset[str] = frozenset(get_args(Reason))
 
-# What the fork server imports once, for every child to inherit. "__main__" spares each
-# child re-running the server's main script, as multiprocessing otherwise does.
-PRELOAD = ["__main__", "chatmedia.media.sandbox", "chatmedia.media.decode"]
+# What the fork server imports once, for every child to inherit (and see _preload).
+PRELOAD = ["chatmedia.media.sandbox", "chatmedia.media.decode"]
 # An answer is a few fields and previews of a few hundred kilobytes.
 MAX_ANSWER = 32 * 1024 * 1024
 MAX_DETAIL = 300  # characters of a failure's message
@@ -94,7 +93,7 @@ class Sandbox:
         self.limits = limits
         self._slots = anyio.Semaphore(concurrency)
         self._context = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(PRELOAD)
+        self._context.set_forkserver_preload(_preload())
         self._running: set[BaseProcess] = set()
         self._started = False
         self._closed = False
@@ -147,6 +146,19 @@ class Sandbox:
             self._running.discard(child)
             exitcode = await _end(child)
         return _outcome(answer, exitcode, limits)
+
+
+def _preload() -> list[str]:
+    """PRELOAD, after the server's main module when it was run with -m (`chatmedia serve`
+    runs chatmedia.server). multiprocessing runs that module again in every child it
+    starts; once the fork server has imported it, everything it imports is there already,
+    and a child spends no ~100 ms importing granian and the settings before its task. (A
+    main script, run by path, is run again in each child all the same: the fork server of
+    Python 3.11 never preloads one, "__main__" in its list notwithstanding.)"""
+    name = getattr(getattr(sys.modules["__main__"], "__spec__", None), "name", None)
+    if isinstance(name, str) and not name.endswith("__main__"):
+        return [name, *PRELOAD]
+    return PRELOAD
 
 
 async def _read_to_end(reader: Connection) -> bytes:
