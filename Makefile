@@ -23,7 +23,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # nginx runs in front of a node in the X-Accel-Redirect tests (tests/nginxserver.py);
-# clamd scans content in the malware-scanning tests (tests/clamdserver.py).
+# clamd scans content in the malware-scanning tests (tests/clamdserver.py); tus-js-client
+# (tests/e2e/node, from npm) uploads in the tus tests.
 test: lint
 	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
 		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive \
@@ -31,6 +32,8 @@ test: lint
 	@command -v clamd >/dev/null 2>&1 || test -x /usr/sbin/clamd || \
 		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive \
 		  apt-get install -y -q --no-install-recommends clamav-daemon; }
+	@test -d tests/e2e/node/node_modules -a ! tests/e2e/node/node_modules -ot tests/e2e/node/package-lock.json || \
+		npm ci --prefix tests/e2e/node --no-audit --no-fund --loglevel=error
 	$(BIN)/pytest
 
 bench: $(STAMP)
@@ -42,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/scanning.py
+	$(BIN)/python bench/media.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

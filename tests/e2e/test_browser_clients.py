@@ -43,6 +43,25 @@ def test_cors_answers_allowed_origins_only(start_server: Callable[..., Server]) 
         assert allowed.headers["access-control-allow-origin"] == DESK
         granted = allowed.headers["access-control-allow-headers"].lower()
         assert {"authorization", "content-type", "idempotency-key"} <= set(granted.split(", "))
+        # A browser's tus client (Uppy, tus-js-client) on the desk's origin.
+        tus = client.options(
+            "/v1/uploads",
+            headers={
+                "Origin": DESK,
+                "Access-Control-Request-Method": "PATCH",
+                "Access-Control-Request-Headers": "authorization, tus-resumable, upload-offset, "
+                "upload-length, upload-metadata, upload-checksum, content-type",
+            },
+        )
+        assert tus.status_code == 200, tus.text
+        made = client.post(
+            "/v1/uploads",
+            headers=server.auth | {"Origin": DESK, "Tus-Resumable": "1.0.0", "Upload-Length": "3"},
+        )
+        exposed = made.headers["access-control-expose-headers"].lower()
+        assert {"location", "upload-offset", "upload-expires", "tus-resumable"} <= set(
+            exposed.split(", ")
+        )
         other = client.options("/v1/files", headers={"Origin": "https://evil.example"} | preflight)
         assert "access-control-allow-origin" not in other.headers
         file = upload_compat(server).json()

@@ -185,6 +185,10 @@ def test_a_cut_connection_keeps_its_bytes_and_resumes(server: Server) -> None:
         assert rest.status_code == 204, rest.text
         file_id = url.rsplit("/", 1)[1]
         assert http.get(f"/v1/files/{file_id}").json()["sha256"] == hashlib.sha256(body).hexdigest()
+        done = http.head(url, headers=TUS)  # complete, and no longer expiring
+        assert done.status_code == 200
+        assert done.headers["upload-offset"] == str(len(body))
+        assert "upload-expires" not in done.headers
 
 
 def test_a_second_writer_waits_while_the_first_sends_then_takes_over(server: Server) -> None:
@@ -209,6 +213,26 @@ def test_a_second_writer_waits_while_the_first_sends_then_takes_over(server: Ser
             assert answer.status_code == 204, answer.text
     finally:
         hanging.close()
+
+
+def test_a_patch_still_sending_when_its_upload_is_terminated_is_refused_cleanly(
+    server: Server,
+) -> None:
+    body = secrets.token_bytes(2_000_000)
+    with server.client(headers=server.auth) as http:
+        url = create(http, len(body))
+        patch = _open_patch(server, url, len(body), body[:100_000])
+        try:
+            time.sleep(0.5)
+            assert http.delete(url, headers=TUS).status_code == 204
+            patch.sendall(body[100_000:])
+            answer = patch.recv(65536).decode(errors="replace")
+        finally:
+            patch.close()
+        assert answer.startswith("HTTP/1.1 409"), answer
+        assert http.head(url, headers=TUS).status_code == 404
+    assert "Traceback" not in server.log.read_text()
+    assert not list((server.data_dir / "blobs" / ".uploads").glob("*/*"))
 
 
 def test_a_message_names_an_upload_only_once_it_is_a_file(server: Server) -> None:

@@ -54,11 +54,18 @@ log = logging.getLogger("chatmedia")
 STALE_STAGING = timedelta(hours=1)
 # Seconds background work gets to finish at shutdown before it is cancelled.
 SHUTDOWN_GRACE = 15
-# What pages on the CORS origins may send and read (the tus headers join them later).
-CORS_REQUEST_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "Range")
+# What pages on the CORS origins may send and read, tus's headers included (a browser's
+# tus client, such as the widget's Uppy, on another origin).
+CORS_REQUEST_HEADERS = (
+    "Authorization", "Content-Type", "Idempotency-Key", "Range", "Tus-Resumable",
+    "Upload-Length", "Upload-Offset", "Upload-Metadata", "Upload-Defer-Length",
+    "Upload-Checksum",
+)  # fmt: skip
 CORS_RESPONSE_HEADERS = (
     "Location", "ETag", "Content-Range", "Content-Disposition", "Idempotent-Replayed",
-    "Retry-After",
+    "Retry-After", "Tus-Resumable", "Tus-Version", "Tus-Extension", "Tus-Max-Size",
+    "Tus-Checksum-Algorithm", "Upload-Offset", "Upload-Length", "Upload-Defer-Length",
+    "Upload-Expires", "Upload-Metadata",
 )  # fmt: skip
 # The name, in the database, of the key that signs file links when none is configured.
 LINK_SIGNING_SECRET = "file-link-signing"  # noqa: S105 (a name, not a secret)

@@ -132,7 +132,8 @@ class Segments(Protocol):
 
     async def put_segment(self, name: str, chunks: AsyncIterable[bytes]) -> int:
         """Write a new piece durably; its length. If iterating `chunks` raises, nothing
-        of it is left and the exception propagates."""
+        of it is left and the exception propagates; BlobMissing if the upload's pieces
+        were removed meanwhile (where a store can tell)."""
         ...
 
     async def open_segment(self, name: str, length: int) -> AsyncGenerator[bytes, None]:

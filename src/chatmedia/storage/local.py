@@ -127,6 +127,10 @@ class LocalBlobStore:
                 await writer.write(piece)
             await writer.finish()
             await to_thread.run_sync(_fsync_dir, path.parent)
+        except FileNotFoundError:  # the upload's folder went: it was ended meanwhile
+            with anyio.CancelScope(shield=True):
+                await writer.abandon(path)
+            raise BlobMissing(f"the pieces of upload {name.split('/')[0]} were removed") from None
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await writer.abandon(path)

@@ -14,7 +14,7 @@ from contextlib import aclosing
 from typing import Any
 
 from chatmedia.db.uploads import Segment
-from chatmedia.storage import Segments
+from chatmedia.storage import BlobMissing, Segments
 
 # Seconds between renewals of a writer's claim while its bytes flow.
 RENEW_AFTER = 3.0
@@ -40,10 +40,14 @@ class UploadParts:
         digest: Any | None = None,
     ) -> Segment:
         """A new piece of `chunks` from `start`, feeding `digest` (a hash object) when
-        given. Raises ClaimLost when a renewal fails, and what iterating `chunks` raises;
+        given. Raises ClaimLost when a renewal fails or the upload was ended meanwhile, and
+        what iterating `chunks` raises;
         nothing of the piece is then left."""
         name = f"{upload_id}/{start:020d}-{generation}"
-        written = await self._store.put_segment(name, _renewing(chunks, renew, digest))
+        try:
+            written = await self._store.put_segment(name, _renewing(chunks, renew, digest))
+        except BlobMissing:  # the upload was ended while its bytes came
+            raise ClaimLost() from None
         return Segment(start, written, name)
 
     async def read(self, segments: list[Segment], end: int | None = None) -> AsyncIterator[bytes]:

@@ -98,9 +98,10 @@ async def create_upload(
     return await write(services, principal, upload.id, 0, body or _nothing(), checksum)
 
 
-async def upload_state(services: Services, principal: Principal, upload_id: str) -> Upload:
-    """The upload as HEAD shows it; an upload that became a File shows as complete."""
-    return (await _find(services, principal, upload_id))[0]
+async def upload_state(services: Services, principal: Principal, upload_id: str) -> Written:
+    """The upload as HEAD shows it; an upload that became a File shows as complete, with
+    its File."""
+    return Written(*await _find(services, principal, upload_id))
 
 
 async def write(
@@ -138,7 +139,7 @@ async def write(
     try:
         segment = await parts.write(upload.id, offset, claim.generation, within, renew, digest)
     except ClaimLost:
-        raise UploadOffsetMismatch("another request took the upload over") from None
+        raise UploadOffsetMismatch("the upload was taken over or ended meanwhile") from None
     except BaseException:
         await _release(services, claim, offset)
         raise

@@ -125,12 +125,13 @@ async def look(
 ) -> Response:
     """Upload-Offset, Upload-Length (or Upload-Defer-Length: 1), Upload-Metadata."""
     protocol.check_version(request.headers)
-    upload = await upload_state(services, principal, upload_id)
+    written = await upload_state(services, principal, upload_id)
+    upload = written.upload
     pairs = {k: str(v) for k, v in upload.properties.items()}
     pairs |= {"filename": upload.name} if upload.name else {}
     pairs |= {"conversationId": upload.conversation_id} if upload.conversation_id else {}
     headers = {"Cache-Control": "no-store", "Upload-Metadata": protocol.encode_metadata(pairs)}
-    return _answer(200, Written(upload), services, headers)
+    return _answer(200, written, services, headers)
 
 
 @router.patch(
