@@ -19,7 +19,8 @@ from chatmedia.models import FileRecord, MediaState
 from chatmedia.processing.jobs import LEASE, RetryLater, reschedule
 from chatmedia.services import Services
 
-# How often a request waiting for another process's preview looks for it.
+# How often a request waiting for another process's preview looks for it (this
+# process's job runner wakes it at once).
 _POLL_SECONDS = 0.05
 # The blobs this process is making previews for on demand, and who waits for them.
 _making: dict[str, anyio.Event] = {}
@@ -70,11 +71,14 @@ async def _make(services: Services, sha256: str) -> None:
         except RetryLater as e:
             await reschedule(services, job, str(e))
         return
-    # Another process has the job: wait for what it finds, for as long as it may take.
+    # Another has the job (this process's job runner, which wakes the bus when it is
+    # done, or another process): wait for what it finds, for as long as it may take.
     with anyio.move_on_after(services.settings.media_timeout + 5):
         while True:
+            version = services.bus.version
             async with services.db.read() as conn:
                 state = await Media(conn).state(sha256)
             if state is None or state.status != "pending":
                 return
-            await anyio.sleep(_POLL_SECONDS)
+            with anyio.move_on_after(_POLL_SECONDS):
+                await services.bus.wait(version)
