@@ -478,7 +478,7 @@ class Program:
         if model.state == "expired":  # untouched until a request or the sweep comes
             assert row is not None
             return
-        state = await upload_state(self.services, operator(), upload_id)
+        state = (await upload_state(self.services, operator(), upload_id)).upload
         assert (state.offset, state.length) == (len(model.data), model.length)
         assert state.name == model.name or model.name is None
         assert state.conversation_id == model.conversation
@@ -569,7 +569,7 @@ async def test_a_refused_patch_does_not_declare_the_length(small: Services) -> N
     await write(small, operator(), upload_id, 0, stream(b"hello"), None)
     with pytest.raises(UploadOffsetMismatch):
         await write(small, operator(), upload_id, 0, stream(b"hello"), None, length=5)
-    state = await upload_state(small, operator(), upload_id)
+    state = (await upload_state(small, operator(), upload_id)).upload
     with pytest.raises(FileNotFound):
         await files.get_file(small, operator(), upload_id)
     assert (state.offset, state.length) == (5, None)

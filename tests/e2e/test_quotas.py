@@ -190,3 +190,37 @@ def test_file_and_daily_quotas_and_the_file_engine_convention(
     assert set_quota(server)["quota"] == {"maxBytes": None, "maxFiles": None,
                                           "maxDailyBytes": None}  # fmt: skip
     assert upload(server.url, key, b"tiny").status_code == 201
+
+
+def test_a_resumable_upload_holds_its_quota_from_creation_to_its_file(
+    start_server: Callable[..., Server],
+) -> None:
+    server = start_server()
+    key = tenant_key(server)
+    set_quota(server, maxBytes=3 * SIZE)
+    tus = {"Tus-Resumable": "1.0.0"}
+    data = secrets.token_bytes(2 * SIZE)
+    with server.client(headers=key) as client:
+
+        def create(length: int) -> httpx.Response:
+            return client.post("/v1/uploads", headers=tus | {"Upload-Length": str(length)})
+
+        # Created, not a byte sent yet: its length is held, and what is left is smaller.
+        first = create(len(data))
+        assert first.status_code == 201, first.text
+        assert usage(server, key)["reserved"] == {"bytes": 2 * SIZE, "files": 1}
+        assert_quota_exceeded(create(2 * SIZE), "maxBytes")
+        assert_quota_exceeded(upload(server.url, key, secrets.token_bytes(2 * SIZE)), "maxBytes")
+        # Terminated: the hold is given back.
+        assert client.delete(first.headers["location"], headers=tus).status_code == 204
+        assert usage(server, key)["reserved"] == {"bytes": 0, "files": 0}
+        # Finished: the hold becomes the File's bytes, no more and no less.
+        second = create(len(data))
+        assert second.status_code == 201
+        patch = tus | {"Content-Type": "application/offset+octet-stream", "Upload-Offset": "0"}
+        done = client.patch(second.headers["location"], content=data, headers=patch)
+        assert done.status_code == 204, done.text
+        figures = usage(server, key)
+        assert (figures["bytes"], figures["files"]) == (2 * SIZE, 1)
+        assert figures["reserved"] == {"bytes": 0, "files": 0}
+        assert_quota_exceeded(create(2 * SIZE), "maxBytes")

@@ -179,6 +179,20 @@ class Usage:
         await self._shift(tenant, size, 0)
         return True
 
+    async def reserved(self, reservation_id: str) -> int:
+        """The bytes a reservation holds (0 when it is gone)."""
+        c = quota_reservations.c
+        held = await self._conn.scalar(sa.select(c.bytes).where(c.id == reservation_id))
+        return int(held or 0)
+
+    async def renew(self, reservation_id: str, expires_at: datetime) -> None:
+        """Push back a reservation's lease (a resumable upload's, as its expiry moves)."""
+        await self._conn.execute(
+            quota_reservations.update()
+            .where(quota_reservations.c.id == reservation_id)
+            .values(expires_at=expires_at)
+        )
+
     async def release(self, reservation_id: str) -> bool:
         """End a reservation; False when it had already ended (expired and swept)."""
         c = quota_reservations.c

@@ -10,6 +10,10 @@ Every reservation takes the tenant's usage row lock (PostgreSQL; SQLite's write
 transaction holds the whole database), so concurrent uploads on any number of workers and
 nodes can never overshoot a quota together. A node that dies leaves reservations behind;
 their lease runs out and housekeeping releases them.
+
+A resumable upload holds its reservation for its whole life (`hold_upload`): from its
+creation until it becomes a File (whose transaction settles it), is terminated or expires
+(then its lease ends with it).
 """
 
 from __future__ import annotations
@@ -55,18 +59,26 @@ class Reservation:
     """What one upload holds of its tenant's quotas while its bytes arrive. Without
     quotas to respect (`limits` None) it holds nothing and costs nothing."""
 
-    def __init__(self, services: Services, tenant: str, limits: Limits | None) -> None:
+    def __init__(
+        self,
+        services: Services,
+        tenant: str,
+        limits: Limits | None,
+        reservation_id: str | None = None,
+        until: datetime | None = None,
+    ) -> None:
         self._services = services
         self._tenant = tenant
         self._limits = limits
-        self._id = "res_" + secrets.token_hex(8)
+        self._id = reservation_id or "res_" + secrets.token_hex(8)
+        self._until = until
         self._bytes = 0
         self._renewed = time.monotonic()
         self._held = False
 
-    async def hold(self, expected: int | None) -> None:
-        """Reserve one file and `expected` bytes (what is left, when less); raises
-        QuotaExceeded when no file may be added."""
+    async def hold(self, expected: int | None, whole: bool = False) -> None:
+        """Reserve one file and `expected` bytes (what is left, when less, unless `whole`);
+        raises QuotaExceeded when no file may be added (or, `whole`, not all the bytes)."""
         if self._limits is None:
             return
         wanted = FIRST_STEP if expected is None else expected
@@ -74,11 +86,19 @@ class Reservation:
             usage = Usage(conn)
             figures = await usage.lock(self._tenant)
             _check_files(self._tenant, self._limits, figures)
+            if whole and expected is not None:
+                _check_bytes(self._tenant, self._limits, figures, expected)
             room = _room(self._limits, figures)
             granted = wanted if room is None else max(0, min(wanted, room))
-            await usage.reserve(self._id, self._tenant, granted, 1, _lease_end())
+            await usage.reserve(self._id, self._tenant, granted, 1, self._until or _lease_end())
         self._bytes = granted
         self._held = True
+
+    def adopt(self, held: int) -> None:
+        """Take over a reservation of `held` bytes made earlier under this id (a resumable
+        upload's): settled or released by this one from now on."""
+        self._bytes = held
+        self._held = self._limits is not None
 
     def meter(self, chunks: AsyncIterable[bytes]) -> AsyncIterable[bytes]:
         """`chunks`, reserving more as they pass what is held; raises QuotaExceeded as
@@ -137,11 +157,46 @@ class Reservation:
 async def reserve(services: Services, tenant: str, expected: int | None) -> Reservation:
     """A reservation for an upload into `tenant` of about `expected` bytes (None: not
     known); raises QuotaExceeded when the tenant may add no file."""
-    async with services.db.read() as conn:
-        limits = await limits_of(conn, services.settings, tenant)
-    reservation = Reservation(services, tenant, None if limits.unlimited else limits)
+    reservation = await _reservation(services, tenant)
     await reservation.hold(expected)
     return reservation
+
+
+def upload_hold(upload_id: str) -> str:
+    """The id of the reservation a resumable upload holds."""
+    return "upload_" + upload_id
+
+
+async def hold_upload(
+    services: Services, tenant: str, upload_id: str, length: int | None, until: datetime
+) -> None:
+    """Reserve one file and `length` bytes (FIRST_STEP when not said yet) for a resumable
+    upload until `until` (its expiry, which each PATCH pushes back); raises QuotaExceeded
+    when they are not all there."""
+    reservation = await _reservation(services, tenant, upload_hold(upload_id), until)
+    await reservation.hold(length, whole=True)
+
+
+async def adopt_upload(services: Services, tenant: str, upload_id: str) -> Reservation:
+    """The reservation a resumable upload holds, for the upload that makes its File (it
+    grows from there as the bytes pass, and is checked afresh if it lapsed)."""
+    reservation = await _reservation(services, tenant, upload_hold(upload_id))
+    async with services.db.read() as conn:
+        reservation.adopt(await Usage(conn).reserved(upload_hold(upload_id)))
+    return reservation
+
+
+async def _reservation(
+    services: Services,
+    tenant: str,
+    reservation_id: str | None = None,
+    until: datetime | None = None,
+) -> Reservation:
+    async with services.db.read() as conn:
+        limits = await limits_of(conn, services.settings, tenant)
+    return Reservation(
+        services, tenant, None if limits.unlimited else limits, reservation_id, until
+    )
 
 
 async def admit_reference(conn: Conn, services: Services, tenant: str) -> None:

@@ -75,16 +75,18 @@ async def staged_upload(
     chunks: AsyncIterable[bytes],
     uploader: Principal,
     expected: int | None = None,
+    held: Reservation | None = None,
 ) -> AsyncIterator[StagedUpload]:
     """Stream `chunks` (about `expected` bytes, when known) to staging for the uploader's
     tenant, enforcing the size limit, the type policy and the tenant's quotas as the bytes
     arrive (FileTooLarge, UnsupportedMediaType, QuotaExceeded), then scan them when
     scanning is on (MalwareDetected). If the block raises, the staged bytes are dropped and
-    the quota released; once `add_hosted_file` has made them visible, both are no-ops."""
+    the quota released; once `add_hosted_file` has made them visible, both are no-ops.
+    `held`: what the upload holds of the quotas already (a resumable upload's)."""
     settings = services.settings
     sniffer = TypeSniffer(settings.type_policy)
     stripper = Stripper(cast(StripMode, settings.strip_metadata))
-    reservation = await reserve(services, uploader.tenant, expected)
+    reservation = held or await reserve(services, uploader.tenant, expected)
     try:
         checked = sniffer.filter(limit_size(chunks, settings.max_upload_size))
         blob = await services.store.put(reservation.meter(stripper.filter(checked)))
@@ -177,10 +179,12 @@ async def store_file(
     chunks: AsyncIterable[bytes],
     describe: Callable[[], UploadInfo],
     expected: int | None = None,
+    held: Reservation | None = None,
 ) -> FileRecord:
     """Store the bytes of `chunks` (about `expected` bytes, when known) as a new HOSTED
     file of the principal's tenant. `describe` gives the file's name and conversation once
-    the bytes are in (in a multipart body they may come after the file).
+    the bytes are in (in a multipart body they may come after the file); `held`, what the
+    upload holds of the tenant's quotas already.
 
     Raises QuotaExceeded before or while the bytes flow, FileTooLarge or
     UnsupportedMediaType while they flow, MalwareDetected once they are in, whatever
@@ -188,7 +192,7 @@ async def store_file(
     left behind (but the quarantine record of malware).
     """
     # 1. Stream to staging, checking size, type and quotas as the bytes arrive.
-    async with staged_upload(services, chunks, principal, expected) as upload:
+    async with staged_upload(services, chunks, principal, expected, held) as upload:
         # 2. Read the metadata, complete now that the body is, and check where it goes.
         info = describe()
         principal.check_create(info.conversation_id)

@@ -16,6 +16,7 @@ from chatmedia import mediatypes
 from chatmedia.access.principal import Principal
 from chatmedia.db.files import Files
 from chatmedia.db.uploads import Claim, Segment, Upload, Uploads
+from chatmedia.db.usage import Usage
 from chatmedia.errors import (
     ChecksumMismatch,
     FileTooLarge,
@@ -26,7 +27,7 @@ from chatmedia.errors import (
     UploadNotFound,
     UploadOffsetMismatch,
 )
-from chatmedia.fairuse.quotas import reserve
+from chatmedia.fairuse.quotas import adopt_upload, hold_upload, upload_hold
 from chatmedia.models import FileRecord
 from chatmedia.pipelines.upload import UploadInfo, new_file_id, store_file
 from chatmedia.services import Services
@@ -72,26 +73,29 @@ async def create_upload(
     described by its Upload-Metadata `pairs`; with `body`, its first bytes."""
     settings = services.settings
     # 1. What the file will be: within the size limit, in a conversation the key may use,
-    # with room in the tenant's quotas.
+    # with room in the tenant's quotas, held from now on.
     if length is not None and length > settings.max_upload_size:
         raise FileTooLarge(
             f"the file is larger than the limit of {format_size(settings.max_upload_size)}"
         )
     conversation = pairs.get("conversationId") or None
     principal.check_create(conversation)
-    reservation = await reserve(services, principal.tenant, length)
-    await reservation.release()
+    upload_id, now = new_file_id(), datetime.now(UTC)
+    await hold_upload(services, principal.tenant, upload_id, length, now + settings.upload_expiry)
     # 2. Recorded, to be found by any node.
-    now = datetime.now(UTC)
     upload = Upload(
-        id=new_file_id(), tenant=principal.tenant, key_id=principal.key_id,
+        id=upload_id, tenant=principal.tenant, key_id=principal.key_id,
         conversation_id=conversation, name=next((pairs[k] for k in _NAME_KEYS if k in pairs), None),
         properties={k: v for k, v in pairs.items() if k not in _OWN_KEYS}, length=length,
         offset=0, generation=0, lease_until=None, created_at=now,
         expires_at=now + settings.upload_expiry,
     )  # fmt: skip
-    async with services.db.write() as conn:
-        await Uploads(conn).create(upload)
+    try:
+        async with services.db.write() as conn:
+            await Uploads(conn).create(upload)
+    except BaseException:
+        await _drop(services, upload.id)
+        raise
     # 3. creation-with-upload: the first bytes came with it (an empty file is whole).
     if body is None and length != 0:
         return Written(upload)
@@ -164,6 +168,8 @@ async def write(
         hold = datetime.now(UTC) + FINISH_LEASE if complete else None
         piece = segment if segment.length else None
         committed = await Uploads(conn).commit(claim, end, upload.length, expires, piece, hold)
+        if committed:
+            await Usage(conn).renew(upload_hold(upload.id), expires)
     if not committed:
         await parts.discard(segment)
         raise UploadOffsetMismatch("another request took the upload over")
@@ -273,7 +279,8 @@ async def _finish(services: Services, principal: Principal, upload: Upload) -> F
     async with services.db.read() as conn:
         segments = await Uploads(conn).segments(upload.id)
     chunks = parts_of(services).read(segments)
-    record = await store_file(services, principal, chunks, lambda: info, upload.length)
+    held = await adopt_upload(services, upload.tenant, upload.id)
+    record = await store_file(services, principal, chunks, lambda: info, upload.length, held)
     await _drop(services, upload.id)
     return record
 
@@ -281,6 +288,7 @@ async def _finish(services: Services, principal: Principal, upload: Upload) -> F
 async def _drop(services: Services, upload_id: str) -> None:
     async with services.db.write() as conn:
         await Uploads(conn).delete(upload_id)
+        await Usage(conn).release(upload_hold(upload_id))
     await parts_of(services).remove(upload_id)
 
 
