@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/scanning.py
 	$(BIN)/python bench/media.py
+	$(BIN)/python bench/tus.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache

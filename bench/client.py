@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import time
 from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -88,7 +89,11 @@ def request(
         # answer is what matters, so read it.
         with suppress(BrokenPipeError, ConnectionResetError):
             _send(sock, head, body)
-        return _read_response(sock, method, hash_body=hash_body)
+        # When the last byte was handed to the kernel: where an upload ends for its sender.
+        sent_at = time.perf_counter()
+        response = _read_response(sock, method, hash_body=hash_body)
+        response.extra["sent_at"] = sent_at
+        return response
 
 
 def _send(sock: socket.socket, head: bytes, body: Body | None) -> None:

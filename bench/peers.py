@@ -559,10 +559,16 @@ class Synapse:
 
 
 @contextmanager
-def synapse(workdir: Path, python: Path, info_logs: bool = False) -> Iterator[Synapse]:
+def synapse(
+    workdir: Path,
+    python: Path,
+    info_logs: bool = False,
+    config: Mapping[str, object] | None = None,
+) -> Iterator[Synapse]:
     """A Synapse homeserver `localhost` on SQLite, rate limits off, 1 GiB uploads, with an
     admin user whose access token the benchmark uses. Logging is cut to warnings unless
-    `info_logs` (Synapse's generated default: a line per request)."""
+    `info_logs` (Synapse's generated default: a line per request). `config` holds more
+    top-level keys of its configuration (bench/media.py's thumbnail sizes)."""
     root = workdir / "synapse"
     data = root / "data"
     data.mkdir(parents=True)
@@ -586,7 +592,8 @@ def synapse(workdir: Path, python: Path, info_logs: bool = False) -> Iterator[Sy
     if log_config is not None:
         log_config.write_text(SYNAPSE_LOG_CONFIG.format(path=root / "homeserver.log"))
     overrides = root / "bench.yaml"
-    overrides.write_text(json.dumps(synapse_overrides(port, data, log_config), indent=2))
+    chosen = synapse_overrides(port, data, log_config) | dict(config or {})
+    overrides.write_text(json.dumps(chosen, indent=2))
     command = [str(python), "-m", "synapse.app.homeserver", "-c", str(generated)]
     command += ["-c", str(overrides)]
     log = root / "stdout.log"

@@ -206,11 +206,13 @@ def run_wrk(
     duration: float,
     script_args: list[str],
     headers: dict[str, str],
+    script: Path = WRK_SCRIPT,
 ) -> dict[str, Any]:
-    """Run wrk against the server at `address` and return the figures its script reports."""
+    """Run wrk against the server at `address` and return the figures its script reports
+    (`script`: bench/wrk.lua, or another that ends with the same BENCH_JSON line)."""
     threads = min(WRK_THREADS, connections)
     command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s"]
-    command += ["--timeout", WRK_TIMEOUT, "-s", str(WRK_SCRIPT)]
+    command += ["--timeout", WRK_TIMEOUT, "-s", str(script)]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
     host, port = address
