@@ -23,8 +23,9 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 # nginx runs in front of a node in the X-Accel-Redirect tests (tests/nginxserver.py);
-# clamd scans content in the malware-scanning tests (tests/clamdserver.py); tus-js-client
-# (tests/e2e/node, from npm) uploads in the tus tests.
+# clamd scans content in the malware-scanning tests (tests/clamdserver.py); Chromium shows
+# the agent's page to Playwright (tests/e2e/ui_browser.py); tus-js-client (tests/e2e/node,
+# from npm) uploads in the tus tests.
 test: lint
 	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || \
 		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive \
@@ -32,6 +33,8 @@ test: lint
 	@command -v clamd >/dev/null 2>&1 || test -x /usr/sbin/clamd || \
 		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive \
 		  apt-get install -y -q --no-install-recommends clamav-daemon; }
+	@test -x /usr/bin/chromium || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 	@test -d tests/e2e/node/node_modules -a ! tests/e2e/node/node_modules -ot tests/e2e/node/package-lock.json || \
 		npm ci --prefix tests/e2e/node --no-audit --no-fund --loglevel=error
 	$(BIN)/pytest

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,10 +24,11 @@ from rich.table import Table
 
 from chatmedia import resumable
 from chatmedia.access.principal import ADMIN, DEFAULT_TENANT, operator
-from chatmedia.config import ConfigError, Settings, describe, load_settings
+from chatmedia.cli_run import settings_or_exit as _settings
+from chatmedia.cli_run import with_services as _with_services
+from chatmedia.config import describe
 from chatmedia.config_values import quota_count, quota_size
 from chatmedia.db.migrate import (
-    SchemaBehind,
     current_revision,
     ensure_schema,
     head_revision,
@@ -43,7 +43,8 @@ from chatmedia.pipelines.erasure import erase_conversation
 from chatmedia.pipelines.files import sweep_expired
 from chatmedia.pipelines.keys import KeySpec
 from chatmedia.pipelines.tenants import every_tenant, set_quota
-from chatmedia.services import BACKEND_OUTAGES, Services, open_services
+from chatmedia.pipelines.tokens import PageRights, operator_ui_link
+from chatmedia.services import Services
 from chatmedia.units import parse_duration
 
 app = typer.Typer(help="chatmedia: files and media for chat platforms.", no_args_is_help=True)
@@ -68,33 +69,6 @@ KeyOption = Annotated[
 def main() -> None:
     """Entry point of the `chatmedia` script."""
     app()
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as e:
-        err_console.print(f"[red]configuration error:[/red] {e}")
-        raise typer.Exit(2) from None
-
-
-# What stops a command from working at all: said in one line, without a traceback.
-_CANNOT_RUN: tuple[type[Exception], ...] = (SchemaBehind, *BACKEND_OUTAGES)
-
-
-def _with_services(work: Callable[[Services], Awaitable[T]]) -> T:
-    async def run() -> T:
-        services = open_services(_settings())
-        try:
-            return await work(services)
-        finally:
-            await services.close()
-
-    try:
-        return asyncio.run(run())
-    except _CANNOT_RUN as e:
-        err_console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -158,6 +132,29 @@ def purge(
     console.print(
         f"erased {erased.files} files, {erased.messages} messages and {erased.events} events"
     )
+
+
+@app.command("ui-link")
+def ui_link(
+    conversation: Annotated[str, typer.Option(help="The conversation of the page.")],
+    tenant: Annotated[str, typer.Option(help="Its tenant.")] = DEFAULT_TENANT,
+    expires_in: Annotated[str, typer.Option(help="How long the link works (at most 7d).")] = "12h",
+    can_upload: Annotated[bool, typer.Option("--can-upload", help="It may upload.")] = False,
+    can_delete: Annotated[bool, typer.Option("--can-delete", help="It may delete.")] = False,
+    can_send: Annotated[bool, typer.Option("--can-send", help="It may post messages.")] = False,
+) -> None:
+    """Print a link to a conversation's media page, on a key made for it alone."""
+    rights = PageRights(can_upload, can_delete, can_send)
+    try:
+        ttl = parse_duration(expires_in)
+        link = _with_services(lambda s: operator_ui_link(s, tenant, conversation, rights, ttl))
+    except (ChatMediaError, ValueError) as e:
+        err_console.print(getattr(e, "message", str(e)))
+        raise typer.Exit(1) from None
+    err_console.print(
+        f"valid until {link[1]:%Y-%m-%d %H:%M} UTC; revoke: chatmedia keys revoke {link[2]}"
+    )
+    print(link[0])
 
 
 @keys_app.command("create")

@@ -100,6 +100,7 @@ class Settings:
     media_memory: int
     media_timeout: float
     upload_expiry: timedelta
+    ui_frame_ancestors: tuple[str, ...]
     channels: Mapping[str, ChannelProfile]
 
     @property

@@ -14,6 +14,7 @@ from chatmedia.config_values import (
     clamav_url,
     count,
     database_url,
+    frame_ancestors,
     interval,
     limit_count,
     log_level,
@@ -193,6 +194,11 @@ FIELDS: dict[str, Field] = {
     ),
     "media_memory": Field(parse_size, "1GiB", "Address space each media process may use."),
     "media_timeout": Field(seconds, "30", "Seconds a media process may take."),
+    "ui_frame_ancestors": Field(
+        frame_ancestors,
+        "none",
+        "Origins whose pages may frame the agent's media page (CSP frame-ancestors), or none.",
+    ),
     "upload_expiry": Field(
         interval, "24h", "A resumable upload untouched this long is removed with its bytes."
     ),

@@ -130,6 +130,30 @@ def origins(text: str) -> tuple[str, ...]:
     return origins
 
 
+def frame_ancestors(text: str) -> tuple[str, ...]:
+    """CSP frame-ancestors sources: origins (a host may start with '*.'), or 'self'; empty
+    or 'none': no page may frame ours."""
+    items = [t.strip().strip("'") for t in re.split(r"[,\s]+", text) if t.strip()]
+    if items == ["none"]:
+        return ()
+    sources = []
+    for item in items:
+        if item == "self":
+            sources.append("'self'")
+            continue
+        parts = urlsplit(item.rstrip("/"))
+        if (
+            parts.scheme not in ("http", "https")
+            or not re.fullmatch(r"(\*\.)?[A-Za-z0-9.-]+(:[0-9]{1,5})?", parts.netloc)
+            or parts.path
+            or parts.query
+            or parts.fragment
+        ):
+            raise ValueError(f"{item} is not 'self' nor an origin such as https://desk.example.com")
+        sources.append(item.rstrip("/"))
+    return tuple(sources)
+
+
 def url_ttl(text: str) -> timedelta:
     value = interval(text)
     if value > timedelta(days=7):

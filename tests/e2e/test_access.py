@@ -173,6 +173,7 @@ ROUTES = [
     Route("DELETE", "/v1/conversations/{c}/messages/{message}", "messages:write", 404, 404),
     Route("POST", "/v1/conversations/{c}/messages", "messages:write", 201, 403, json={"body": "x"}),
     Route("POST", "/v1/conversations/{c}/events/token", "events:read", 200, 404),
+    Route("POST", "/v1/conversations/{c}/ui-links", "files:read", 201, 404, json={}),
     Route("GET", "/v1/webhooks", "webhooks", 200, 403),
     Route("GET", "/v1/webhooks/{webhook}", "webhooks", 404, 403),
     Route("GET", "/v1/webhooks/{webhook}/deliveries", "webhooks", 404, 403),

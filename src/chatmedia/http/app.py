@@ -31,6 +31,7 @@ from chatmedia.http.routes import (
     keys,
     system,
     tenants,
+    ui,
     uploads,
     webhooks,
 )
@@ -143,6 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(compat.router)
     app.include_router(system.router)
+    app.include_router(ui.router)
+    ui.mount_ui(app, services)
     # Added first, so innermost: the shortcut answers uploads only once the idempotency
     # middleware has seen them; metrics count replays.
     app.add_middleware(Shortcut, services=services)

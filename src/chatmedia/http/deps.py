@@ -11,7 +11,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityS
 
 from chatmedia.access.principal import Principal, Scope, widget
 from chatmedia.errors import InvalidSignature, LinkExpired, OriginNotAllowed, Unauthorized
-from chatmedia.pipelines.keys import MISSING_KEY, authenticate
+from chatmedia.pipelines.keys import MISSING_KEY
+from chatmedia.pipelines.tokens import identify
 from chatmedia.services import Services
 
 
@@ -39,7 +40,7 @@ CREDENTIAL_FAILURES = (Unauthorized, InvalidSignature, LinkExpired)
 
 @contextmanager
 def credential_check(services: Services, request: Request) -> Iterator[None]:
-    """Checking a credential (a key, a signed link, a stream token): a failure counts
+    """Checking a credential (a key, a signed link, a stream or page token): a failure counts
     against the client's address, and past the limit answers 429 instead."""
     try:
         yield
@@ -49,8 +50,8 @@ def credential_check(services: Services, request: Request) -> Iterator[None]:
 
 
 async def request_principal(request: Request) -> Principal:
-    """Who the request is: the principal of its API key, counted against the key's rate;
-    raises Unauthorized (401) or RateLimited (429)."""
+    """Who the request is: the principal of its API key or page token, counted against
+    the (issuing) key's rate; raises Unauthorized (401) or RateLimited (429)."""
     checked: Principal | None = getattr(request.state, CHECKED_PRINCIPAL, None)
     if checked is not None:
         return checked
@@ -61,7 +62,7 @@ async def request_principal(request: Request) -> Principal:
         raise Unauthorized(MISSING_KEY)
     tenant = request.query_params.get(TENANT_PARAMETER) if request.scope["query_string"] else None
     with credential_check(services, request):
-        principal = await authenticate(services, authorization, tenant)
+        principal = await identify(services, authorization, tenant)
     services.limiter.admit_key(request.scope, principal.key_id, principal.rate_limit)
     return principal
 

@@ -49,7 +49,7 @@ from chatmedia.http.responses import (
     render_error,
     unavailable,
 )
-from chatmedia.pipelines.keys import authenticate
+from chatmedia.pipelines.tokens import identify
 from chatmedia.services import BACKEND_OUTAGES, Services
 
 log = logging.getLogger("chatmedia")
@@ -120,9 +120,7 @@ class IdempotencyMiddleware:
         # able to write records, nor learn anything from them.
         tenant = QueryParams(scope["query_string"]).get(TENANT_PARAMETER)
         try:
-            principal = await authenticate(
-                self.services, authorization[0].decode("latin-1"), tenant
-            )
+            principal = await identify(self.services, authorization[0].decode("latin-1"), tenant)
         except ChatMediaError:  # no valid key, or not for that tenant
             await self._call_app(scope, receive, send)
             return

@@ -376,6 +376,21 @@ class LinkBody(_Body):
     disposition: Literal["inline", "attachment"] = "inline"
 
 
+class UiLinkBody(_Body):
+    """`POST /v1/conversations/{conversationId}/ui-links`."""
+
+    expires_in: int = Field(
+        12 * 3600,
+        alias="expiresIn",
+        ge=1,
+        le=int(MAX_TTL.total_seconds()),
+        description="Seconds the page link works (default 12 hours, at most 7 days)",
+    )
+    can_upload: bool = Field(False, alias="canUpload", description="Upload files (files:write)")
+    can_delete: bool = Field(False, alias="canDelete", description="Delete files (files:delete)")
+    can_send: bool = Field(False, alias="canSend", description="Post messages (messages:write)")
+
+
 def _credentials(
     api_key_360: str | None, oauth: dict[str, Any] | None, headers: dict[str, str] | None
 ) -> SourceCredentials:

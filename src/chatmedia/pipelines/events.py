@@ -3,25 +3,20 @@ browser's EventSource (which cannot send an Authorization header) open a stream.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from chatmedia.access.principal import Principal
+from chatmedia.access.principal import Principal, Scope
 from chatmedia.bus import EventBus
 from chatmedia.db.engine import Conn
 from chatmedia.db.events import Events, delete_events_before, last_event_seq, logged_after
 from chatmedia.db.files import link_generations
 from chatmedia.db.pages import Conversations
-from chatmedia.db.secrets import server_secret
-from chatmedia.errors import NotFound, Unauthorized
+from chatmedia.errors import NotFound
 from chatmedia.fanout import Audience, follow
 from chatmedia.models import Event
-from chatmedia.pipelines.keys import key_principal
+from chatmedia.pipelines.tokens import check_token, issue_token
 from chatmedia.services import Services
 from chatmedia.views import hosted_file_id, with_fresh_link
 
@@ -29,7 +24,7 @@ KEEPALIVE_SECONDS = 15.0
 # Events logged by another process wake nobody here: they are found by polling this often
 # (by one stream of the process for all).
 POLL_SECONDS = 1.0
-_SIGNING_KEY_NAME = "events-stream-token"  # the name of a secret kept in the database
+_STREAM_SCOPES: frozenset[Scope] = frozenset({"events:read"})
 
 
 def follow_events(
@@ -90,49 +85,15 @@ async def stream_token(
     """A token that opens this conversation's event stream without a header, valid for
     CHATMEDIA_EVENTS_TOKEN_TTL and only while the principal's key is active; and its
     expiry. Raises NotFound for a conversation the principal does not see."""
-    if not principal.sees(conversation_id):
-        raise NotFound(f"no conversation '{conversation_id}'")
-    expires = int(time.time() + services.settings.events_token_ttl.total_seconds())
-    fields = (str(expires), principal.key_id, principal.tenant, conversation_id)
-    payload = _b64("\n".join(fields).encode())
-    signature = hmac.new(
-        await server_secret(services.db, _SIGNING_KEY_NAME), payload.encode(), hashlib.sha256
-    )
-    return f"{payload}.{_b64(signature.digest())}", datetime.fromtimestamp(expires, UTC)
+    ttl = services.settings.events_token_ttl
+    return await issue_token(services, principal, conversation_id, _STREAM_SCOPES, ttl, "stream")
 
 
 async def check_stream_token(services: Services, token: str, conversation_id: str) -> Principal:
-    """The principal a valid, unexpired token for this conversation stands for, while its
-    key is active; raises Unauthorized otherwise."""
-    payload, _, signature = token.partition(".")
-    secret = await server_secret(services.db, _SIGNING_KEY_NAME)
-    expected = _b64(hmac.new(secret, payload.encode(), hashlib.sha256).digest())
-    if not hmac.compare_digest(expected, signature):
-        raise Unauthorized("the stream token is not valid")
-    try:
-        expires, key_id, tenant, token_conversation = _unb64(payload).decode().split("\n", 3)
-        expired = int(expires) < time.time()
-    except ValueError:
-        raise Unauthorized("the stream token is not valid") from None
-    if expired:
-        raise Unauthorized("the stream token has expired; ask for a new one")
-    if token_conversation != conversation_id:
-        raise Unauthorized("the stream token is for another conversation")
-    principal = await key_principal(services, key_id)
-    if principal is None:
-        raise Unauthorized("the key that made this stream token was revoked or has expired")
-    return replace(principal, tenant=tenant)
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except ValueError:
-        raise ValueError("not base64") from None
+    """The principal a valid, unexpired token for this conversation stands for (its key's,
+    restricted to reading this conversation's events), while its key is active; raises
+    Unauthorized otherwise."""
+    return await check_token(services, token, "stream", conversation_id)
 
 
 async def prune_events(services: Services, now: datetime | None = None) -> int:

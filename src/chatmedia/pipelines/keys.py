@@ -218,15 +218,6 @@ async def authenticate(
     return principal_for(key, tenant)
 
 
-async def key_principal(services: Services, key_id: str) -> Principal | None:
-    """The principal of the key with this id while it is active, else None."""
-    async with services.db.read() as conn:
-        key = await Keys(conn).get(key_id)
-    if key is None or not key.active(datetime.now(UTC)):
-        return None
-    return principal_for(key)
-
-
 async def record_key_use(services: Services) -> None:
     """Write the last-use times gathered since the previous call (to the minute)."""
     used = services.key_use.drain()
