@@ -99,6 +99,7 @@ class Settings:
     media_workers: int
     media_memory: int
     media_timeout: float
+    media_inline_timeout: float
     upload_expiry: timedelta
     ui_frame_ancestors: tuple[str, ...]
     channels: Mapping[str, ChannelProfile]

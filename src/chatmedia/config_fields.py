@@ -194,6 +194,9 @@ FIELDS: dict[str, Field] = {
     ),
     "media_memory": Field(parse_size, "1GiB", "Address space each media process may use."),
     "media_timeout": Field(seconds, "30", "Seconds a media process may take."),
+    "media_inline_timeout": Field(
+        wait, "2", "Seconds an upload of an image waits for its previews (0: never waits)."
+    ),
     "ui_frame_ancestors": Field(
         frame_ancestors,
         "none",

@@ -1,6 +1,7 @@
 """The media pipeline over real storage and a real database (SQLite + local, PostgreSQL +
 S3): previews asked for before their job ran are made on demand, once however many ask at
-the same moment, which is the file's job done; previews go with their blob."""
+the same moment, which is the file's job done; previews go with their blob; a new photo
+on a local store is described before its upload answers, and only then."""
 
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ def counting(services: Services) -> tuple[Services, list[str]]:
             runs.append(task)
             return await sandbox.run(task, path, **options)
 
+        def idle(self) -> bool:
+            return sandbox.idle()
+
         def close(self) -> None:
             sandbox.close()
 
@@ -48,7 +52,9 @@ def counting(services: Services) -> tuple[Services, list[str]]:
 async def test_a_preview_asked_for_by_many_at_once_is_made_once(
     services: Services, media: MediaFiles
 ) -> None:
-    services, runs = counting(services)
+    # Not described in the upload (chatmedia.media.inline): the on-demand path alone.
+    settings = replace(services.settings, media_inline_timeout=0.0)
+    services, runs = counting(replace(services, settings=settings))
     body = media.photo(6).read_bytes()
     record = await store_file(services, operator(), stream(body), lambda: UploadInfo("p.jpg"))
     assert record.media is not None
@@ -74,3 +80,32 @@ async def test_a_preview_asked_for_by_many_at_once_is_made_once(
     # The previews go with the blob's last file.
     await files.delete_file(services, operator(), record.id)
     assert await services.store.stat(served[0]) is None
+
+
+async def test_a_new_photo_is_described_before_its_upload_answers_when_that_is_quick(
+    services: Services, media: MediaFiles
+) -> None:
+    services, runs = counting(services)
+    body = media.photo(6).read_bytes()
+    record = await store_file(services, operator(), stream(body), lambda: UploadInfo("p.jpg"))
+    assert record.media is not None
+    local = services.local_paths is not None
+    # Described in the upload on a local store (its bytes are on this machine), else later.
+    assert record.media.status == ("done" if local else "pending")
+    async with services.db.read() as conn:
+        assert await Jobs(conn).count(MEDIA_JOB) == (0 if local else 1)
+    if local:
+        assert runs == ["image"]
+        assert [p.size for p in record.media.previews] == [320, 800]
+        assert await services.store.stat(preview_key(record.sha256 or "", 320)) is not None
+    # The same bytes again: what is known of them stands, nothing is decoded again.
+    again = await store_file(services, operator(), stream(body), lambda: UploadInfo("q.jpg"))
+    assert again.media == record.media
+    assert runs == (["image"] if local else [])
+    # A video is never described in its upload: it waits for its job.
+    video = await store_file(
+        services, operator(), stream(media.phone_video.read_bytes()), lambda: UploadInfo("v.mp4")
+    )
+    assert video.media is not None
+    assert video.media.status == "pending"
+    assert runs == (["image"] if local else [])

@@ -66,8 +66,9 @@ def test_a_phone_photo_is_stripped_of_its_location_and_previewed_upright(
 ) -> None:
     original = media.photo(6).read_bytes()
     file = upload(server, media.photo(6), "media-photo")
-    # The header's size (turned as displayed) comes with the upload itself.
-    assert file["media"] == {"processing": "pending", "width": 120, "height": 80}
+    # A photo is described before the upload answers: the File says it all at once.
+    assert file["media"]["processing"] == "done"
+    assert (file["media"]["width"], file["media"]["height"]) == (120, 80)  # as displayed
     assert file["metadataStripped"] is True
     with server.client(headers=server.auth) as client:
         stored = client.get(f"/v1/files/{file['id']}/content").content
@@ -93,12 +94,13 @@ def test_a_phone_photo_is_stripped_of_its_location_and_previewed_upright(
     assert looks(colour_at(answer.content, 0.9, 0.9), BLUE)
     # A preview URL from the File works without a key, like its url.
     assert httpx.get(media_fields["previews"][0]["url"]).content == answer.content
-    # Another size snaps up; the event told of it all.
+    # Another size snaps up; the one event told of it all, and no file.updated follows.
     assert preview(server, file["id"], 500).content == preview(server, file["id"], 800).content
+    upload(server, b"next", "media-photo", "next.txt")
     with server.client(headers=server.auth) as client:
         events = replay(client, "media-photo", 2)
-    assert [e.event for e in events] == ["file.created", "file.updated"]
-    assert events[1].data["data"]["media"]["processing"] == "done"
+    assert [e.event for e in events] == ["file.created", "file.created"]
+    assert events[0].data["data"]["media"] == done["media"]
 
 
 def test_a_large_photo_gets_previews_that_fit_their_boxes(
@@ -175,9 +177,10 @@ def test_bombs_and_broken_files_fail_alone_while_the_server_serves(
 def test_a_preview_asked_for_at_once_by_many_is_made_once(
     start_server: Callable[..., Server], media: MediaFiles
 ) -> None:
-    # Right after the upload, the job and twenty requests race for it: one of them makes it
-    # (the on-demand path alone: tests/contract/test_media_pipeline.py).
-    server = start_server()
+    # Right after the upload (not described in it here), the job and twenty requests race
+    # for it: one of them makes it (the on-demand path alone: tests/contract/
+    # test_media_pipeline.py).
+    server = start_server(media_inline_timeout="0")
     body = media.photo(3).read_bytes() + secrets.token_bytes(8)  # bytes no other test sent
     file = upload(server, body, "media-demand", "demand.jpg")
     url = f"{server.url}/v1/files/{file['id']}/preview?size=320"

@@ -30,8 +30,10 @@ def test_upload_answers_a_file(api: Api) -> None:
         "id", "type", "name", "storedName", "contentType", "size", "url", "sha256",
         "conversationId", "properties", "createdAt", "media",
     }  # fmt: skip
-    # An image: its size from its header at once, the rest from its job.
-    assert body["media"] == {"processing": "pending", "width": 4, "height": 4}
+    # An image, described before the upload answers (chatmedia.media.inline).
+    media = body["media"]
+    assert (media["processing"], media["width"], media["height"]) == ("done", 4, 4)
+    assert [p["size"] for p in media["previews"]] == [320, 800]
     assert body["type"] == "HOSTED"
     assert body["name"] == "photo.png"
     assert body["storedName"] == "c1_photo.png"

@@ -43,7 +43,8 @@ async def media_job(services: Services, job: Job) -> None:
         await _finish(services, job)
         return
     # 2. Decode in the sandbox; a failure there is the content's, not worth a retry.
-    state = await _describe(services, sha256, work.size, work.content_type, task, work.state)
+    async with local_copy(services, sha256, work.size) as path:
+        state = await describe_path(services, path, sha256, work.content_type, task, work.state)
     # 3. Keep it, unless the bytes went meanwhile.
     async with services.db.write() as conn:
         media = Media(conn)
@@ -57,17 +58,18 @@ async def media_job(services: Services, job: Job) -> None:
     services.bus.notify()
 
 
-async def _describe(
-    services: Services, sha256: str, size: int, content_type: str, task: str, known: MediaState
+async def describe_path(
+    services: Services, path: str, sha256: str, content_type: str, task: str, known: MediaState
 ) -> MediaState:
+    """What the sandbox finds of blob `sha256`'s bytes at `path`, its previews stored; the
+    `known` state marked failed when they cannot be described."""
     settings = services.settings
     started = time.monotonic()
     try:
-        async with local_copy(services, sha256, size) as path:
-            found = await services.sandbox.run(
-                task, path, content_type=content_type, max_pixels=settings.max_image_pixels,
-                sizes=",".join(map(str, PREVIEW_SIZES)),
-            )  # fmt: skip
+        found = await services.sandbox.run(
+            task, path, content_type=content_type, max_pixels=settings.max_image_pixels,
+            sizes=",".join(map(str, PREVIEW_SIZES)),
+        )  # fmt: skip
     except MediaFailed as e:
         log.info("blob %s (%s) is not described: %s", sha256, content_type, e)
         return replace(known, status="failed")

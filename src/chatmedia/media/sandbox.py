@@ -109,6 +109,10 @@ class Sandbox:
                 self._started = True
             return await self._run(task, path, options)
 
+    def idle(self) -> bool:
+        """Whether a task would start at once (a slot is free)."""
+        return self._slots.value > 0
+
     def close(self) -> None:
         """Kill the children still running (their tasks fail) and refuse new tasks. The
         fork server ends with this process."""

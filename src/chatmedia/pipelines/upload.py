@@ -23,6 +23,7 @@ from chatmedia.db.usage import Usage
 from chatmedia.errors import FileTooLarge, UnsupportedMediaType
 from chatmedia.fairuse.quotas import Reservation, reserve
 from chatmedia.media.header import image_dimensions
+from chatmedia.media.inline import describe_inline, forget_inline
 from chatmedia.media.job import MEDIA_JOB
 from chatmedia.media.kinds import initial_status, media_task
 from chatmedia.media.strip import StripMode, Stripper
@@ -67,6 +68,8 @@ class StagedUpload:
     dimensions: tuple[int, int] | None = None
     # Whether metadata (location…) was taken out of them (CHATMEDIA_STRIP_METADATA).
     stripped: bool = False
+    # What was found of them as media before the upload answers (chatmedia.media.inline).
+    media: MediaState | None = None
 
 
 @asynccontextmanager
@@ -80,8 +83,9 @@ async def staged_upload(
     """Stream `chunks` (about `expected` bytes, when known) to staging for the uploader's
     tenant, enforcing the size limit, the type policy and the tenant's quotas as the bytes
     arrive (FileTooLarge, UnsupportedMediaType, QuotaExceeded), then scan them when
-    scanning is on (MalwareDetected). If the block raises, the staged bytes are dropped and
-    the quota released; once `add_hosted_file` has made them visible, both are no-ops.
+    scanning is on (MalwareDetected) and describe a new image when that is quick. If the
+    block raises, the staged bytes (and previews) are dropped and the quota released; once
+    `add_hosted_file` has made them visible, these are no-ops.
     `held`: what the upload holds of the quotas already (a resumable upload's)."""
     settings = services.settings
     sniffer = TypeSniffer(settings.type_policy)
@@ -90,15 +94,22 @@ async def staged_upload(
     try:
         checked = sniffer.filter(limit_size(chunks, settings.max_upload_size))
         blob = await services.store.put(reservation.meter(stripper.filter(checked)))
+        media = None
         try:
             scan = await scan_upload(services, blob, uploader)
+            media = await describe_inline(
+                services, blob, sniffer.content_type, scan.state if scan else None,
+                sniffer.dimensions,
+            )  # fmt: skip
             yield StagedUpload(
                 blob, sniffer.content_type, reservation, scan, sniffer.dimensions,
-                stripper.stripped,
+                stripper.stripped, media,
             )  # fmt: skip
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await services.store.discard(blob)
+                if media is not None:
+                    await forget_inline(services, blob.sha256)
             raise
     finally:
         await reservation.release()
@@ -150,7 +161,7 @@ async def _settle_blob(
     status = initial_status(upload.content_type)
     if status is not None and services.settings.media_processing:
         width, height = upload.dimensions or (None, None)
-        media = MediaState(status, width=width, height=height)
+        media = upload.media or MediaState(status, width=width, height=height)
     new = BlobDerived(scan.state if scan else None, scan.version if scan else None, media,
                       upload.stripped)  # fmt: skip
     if await Files(conn, tenant).lock_blob(sha256, upload.blob.size, now, new):

@@ -157,6 +157,10 @@ class LocalPaths(Protocol):
         """The path of a stored blob."""
         ...
 
+    def staged_path(self, staged: StagedBlob) -> Path:
+        """The path of staged bytes, until they are promoted or discarded."""
+        ...
+
 
 @runtime_checkable
 class Presigner(Protocol):

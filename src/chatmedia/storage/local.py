@@ -56,6 +56,9 @@ class LocalBlobStore:
             raise ValueError(f"not a staging token: {token!r}")
         return self._staging / token
 
+    def staged_path(self, staged: StagedBlob) -> Path:
+        return self._staged_path(staged.token)
+
     async def put(self, chunks: AsyncIterable[bytes]) -> StagedBlob:
         token = secrets.token_hex(16)
         path = self._staged_path(token)
