@@ -20,6 +20,11 @@ function problem(text) {
   node.hidden = !text;
 }
 
+function endInSight() {
+  const end = byId("more").getBoundingClientRect();
+  return end.top <= window.innerHeight && end.bottom >= 0;
+}
+
 function notice(text) {
   byId("notice").textContent = text;
 }
@@ -95,9 +100,13 @@ class Page {
       problem("");
     } catch (error) {
       problem(explain(error, this.limits));
+      return;
     } finally {
       this.loading = false;
     }
+    // The observer tells only of changes: while the end stays in sight (a tall screen, a
+    // filter hiding most files), no scroll would ever bring the next page.
+    if (this.cursor && endInSight()) this.loadMore();
   }
 
   onEvent({ type, payload }) {

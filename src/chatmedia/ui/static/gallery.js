@@ -133,7 +133,11 @@ export class Gallery {
     const old = document.querySelector(`[data-file-id="${CSS.escape(file.id)}"]`);
     const list = this.lists[kindOf(file)];
     if (old && old.parentElement === list) {
-      old.replaceWith(node); // in place: pending → ready without a jump
+      // In place: pending → ready in the same tile, without a jump, and the keyboard
+      // stays on it (a replaced button would drop the focus to the page's start).
+      const focused = old.contains(document.activeElement);
+      old.replaceChildren(...node.childNodes);
+      if (focused) old.querySelector("button").focus({ preventScroll: true });
     } else {
       if (old) old.remove();
       const after = [...list.children].find(
