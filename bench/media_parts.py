@@ -369,7 +369,8 @@ class LogWatch:
 
 class MediaEvents:
     """A client of a conversation's event stream, in a thread of its own, noting when each
-    file's `file.updated` saying media `done` (or `failed`) arrived (time.perf_counter)."""
+    file's first event saying media `done` (or `failed`) arrived (time.perf_counter): its
+    `file.updated`, or its `file.created` when it was described in its upload."""
 
     def __init__(self, address: tuple[str, int], key: str, conversation: str) -> None:
         host, port = address
@@ -398,7 +399,8 @@ class MediaEvents:
                     at = time.perf_counter()
                     file = event.data.get("data") or {}
                     status = (file.get("media") or {}).get("processing")
-                    if event.event == "file.updated" and status in ("done", "failed"):
+                    kinds = ("file.created", "file.updated")
+                    if event.event in kinds and status in ("done", "failed"):
                         with self._changed:
                             self.arrived.setdefault(file["id"], (at, status))
                             self._changed.notify_all()
