@@ -294,6 +294,13 @@ def test_a_file_being_checked_says_so_then_changes_in_place_when_ready(
         expect(item.locator(".state")).to_have_text("Being checked for malware…")
         assert item.locator("img.preview").count() == 0
         assert shown_ids(page) == [pending["id"], before["id"]]
+        # On another page, the file is open in the viewer, which can only say so.
+        viewing = opened(
+            contexts(viewport={"width": 1280, "height": 800}), link(server, conversation)
+        )
+        tile(viewing, pending["id"]).locator(".tile-button").click()
+        expect(viewing.locator("#viewer-body .state")).to_have_text("Being checked for malware…")
+        expect(viewing.locator("#viewer-download")).to_be_hidden()
         # Someone at the keyboard is on the tile when it changes.
         item.locator(".tile-button").focus()
         box = item.bounding_box()
@@ -302,6 +309,9 @@ def test_a_file_being_checked_says_so_then_changes_in_place_when_ready(
         clamd.resume()
     expect(item.locator("img.preview.loaded")).to_be_visible(timeout=30_000)
     expect(item.locator(".state")).to_have_count(0)
+    # The open viewer shows the file now, with its download.
+    expect(viewing.locator("#viewer-body img.full")).to_be_visible()
+    expect(viewing.locator("#viewer-download")).to_be_visible()
     # In place: the same element where it was, nothing added, the keyboard still on it.
     assert node.evaluate("n => n.isConnected && n.contains(document.activeElement)")
     assert shown_ids(page) == [pending["id"], before["id"]]

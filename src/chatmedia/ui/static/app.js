@@ -111,8 +111,10 @@ class Page {
 
   onEvent({ type, payload }) {
     const data = payload.data || {};
-    if (type === "file.created" || type === "file.updated") this.gallery.upsert(data);
-    else if (type === "file.deleted" || type === "file.quarantined") {
+    if (type === "file.created" || type === "file.updated") {
+      this.gallery.upsert(data);
+      this.viewer.update(data);
+    } else if (type === "file.deleted" || type === "file.quarantined") {
       this.gallery.remove(data.id);
       this.viewer.closeIf(data.id);
     } else if (type === "message.created" && data.file) this.gallery.upsert(data.file);

@@ -178,6 +178,7 @@ export class Viewer {
 
   show(file, canDelete) {
     this.file = file;
+    this.canDelete = canDelete;
     byId("viewer-title").textContent = file.name;
     const download = byId("viewer-download");
     download.href = file.url;
@@ -207,6 +208,13 @@ export class Viewer {
     }
     this.body.replaceChildren(content);
     if (!this.dialog.open) this.dialog.showModal();
+  }
+
+  /** A file shown while it was being checked is shown anew once it may be opened. */
+  update(file) {
+    if (this.dialog.open && this.file?.id === file.id && waiting(this.file) && !waiting(file)) {
+      this.show(file, this.canDelete);
+    }
   }
 
   closeIf(id) {
