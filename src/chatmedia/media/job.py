@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
-
-import anyio
 
 from chatmedia.db.jobs import Job, Jobs
 from chatmedia.db.media import Media
@@ -78,28 +75,13 @@ async def describe_path(
         return replace(known, status="failed")
     elapsed = (time.monotonic() - started) * 1000
     log.info("blob %s described as %s in %.0f ms", sha256, task, elapsed)
-    previews = await _keep_all(services, sha256, found.get("previews", ()))
+    previews = [await _keep(services, sha256, p) for p in found.get("previews", ())]
     fields = {name: found[key] for key, name in _FIELDS.items() if found.get(key) is not None}
     waveform = found.get("waveform")
     return MediaState(
         "done", **fields, waveform=tuple(waveform) if waveform else None,
         previews=tuple(previews),
     )  # fmt: skip
-
-
-async def _keep_all(
-    services: Services, sha256: str, found: Sequence[dict[str, Any]]
-) -> list[Preview]:
-    """Store the previews side by side (each costs a write and two fsyncs); in order."""
-    kept: list[Preview | None] = [None] * len(found)
-
-    async def keep(index: int) -> None:
-        kept[index] = await _keep(services, sha256, found[index])
-
-    async with anyio.create_task_group() as tasks:
-        for index in range(len(found)):
-            tasks.start_soon(keep, index)
-    return [preview for preview in kept if preview is not None]
 
 
 async def _keep(services: Services, sha256: str, found: dict[str, Any]) -> Preview:
