@@ -114,9 +114,12 @@ def api_upload(server: Server, conversation: str, name: str, data: bytes) -> dic
 
 def id_of(page: Page, name: str) -> str:
     """The id of the file the page uploaded under `name` (the gallery shows it)."""
-    button = page.get_by_role("button", name=f"Open {name}").first
-    expect(button).to_be_visible(timeout=5_000)
-    file_id: str = button.evaluate("b => b.closest('[data-file-id]').dataset.fileId")
+    # The item, not its button: an update replaces the item's contents (the button too)
+    # but keeps the item, so its id is read in one step that no update can race.
+    item = page.locator("[data-file-id]", has=page.get_by_role("button", name=f"Open {name}"))
+    expect(item.first).to_be_visible(timeout=5_000)
+    file_id = item.first.get_attribute("data-file-id")
+    assert file_id, f"no file id for {name}"
     return file_id
 
 
