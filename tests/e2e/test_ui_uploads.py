@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from html import escape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -137,6 +138,44 @@ def test_a_large_upload_cut_off_resumes_where_it_stopped(
         assert (
             client.get(f"/v1/files/{file_id}").json()["sha256"] == hashlib.sha256(body).hexdigest()
         )
+    assert watched.script_errors() == []
+
+
+def test_a_page_reloaded_mid_upload_resumes_the_same_file(
+    server: Server, contexts: Callable[..., Watched], tmp_path: Path
+) -> None:
+    conversation = "ui-reload-" + secrets.token_hex(3)
+    watched = contexts()
+    page = opened(watched, link(server, conversation, canUpload=True))
+    body = secrets.token_bytes(CHUNK + 2 * 1024 * 1024)
+    source = tmp_path / "reload.bin"  # a file on disk: the same one, picked again
+    source.write_bytes(body)
+    seen: list[tuple[str, str | None]] = []
+    reloaded = {"done": False}
+
+    def on_upload(route: Route) -> None:
+        request = route.request
+        seen.append((request.method, request.headers.get("upload-offset")))
+        offset = request.headers.get("upload-offset")
+        if request.method == "PATCH" and offset != "0" and not reloaded["done"]:
+            return  # held: the page goes away with its second chunk unsent
+        route.continue_()
+
+    page.route("**/v1/uploads**", on_upload)
+    page.set_input_files("#picker", files=[str(source)])
+    # (Waiting through the page: route handlers run only while Playwright is called.)
+    until(page, lambda: ("PATCH", str(CHUNK)) in seen, timeout=20)
+    before = len(seen)
+    reloaded["done"] = True
+    page.reload()  # the token is kept for the tab; the upload's URL by tus-js-client
+    expect(page.locator(".add")).to_be_visible()
+    page.set_input_files("#picker", files=[str(source)])
+    expect(upload_state(page, "reload.bin")).to_have_text("Uploaded", timeout=60_000)
+    after = seen[before:]
+    assert [m for m, _ in seen].count("POST") == 1, seen  # never started over
+    assert after[0][0] == "HEAD", after  # it asked where the upload got to
+    assert ("PATCH", str(CHUNK)) in after, after  # and went on from there
+    assert sha256_of(server, id_of(page, "reload.bin")) == hashlib.sha256(body).hexdigest()
     assert watched.script_errors() == []
 
 
