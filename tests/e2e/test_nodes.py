@@ -377,8 +377,12 @@ class RoundRobin:
             backend = self.backends[self.turn % len(self.backends)]
             self.turn += 1
             server = socket.create_connection(("127.0.0.1", backend))
-            for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=_pipe, args=(source, sink), daemon=True).start()
+            self._connect(client, server, backend)
+
+    def _connect(self, client: socket.socket, server: socket.socket, backend: int) -> None:
+        """Carry a new connection's bytes both ways."""
+        for source, sink in ((client, server), (server, client)):
+            threading.Thread(target=_pipe, args=(source, sink), daemon=True).start()
 
     def close(self) -> None:
         self.listener.close()

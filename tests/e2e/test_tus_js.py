@@ -61,19 +61,11 @@ class CuttingProxy(RoundRobin):
         self.cut_done.clear()
         self._cut_at = count
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            backend = self.backends[self.turn % len(self.backends)]
-            self.turn += 1
-            self.connections.append(backend)
-            server = socket.create_connection(("127.0.0.1", backend))
-            index = len(self.connections) - 1
-            threading.Thread(target=_pipe, args=(server, client), daemon=True).start()
-            threading.Thread(target=self._up, args=(client, server, index), daemon=True).start()
+    def _connect(self, client: socket.socket, server: socket.socket, backend: int) -> None:
+        self.connections.append(backend)
+        index = len(self.connections) - 1
+        threading.Thread(target=_pipe, args=(server, client), daemon=True).start()
+        threading.Thread(target=self._up, args=(client, server, index), daemon=True).start()
 
     def _up(self, client: socket.socket, server: socket.socket, index: int) -> None:
         sent = 0

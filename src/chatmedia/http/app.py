@@ -195,10 +195,10 @@ async def _housekeeping(services: Services, stopping: anyio.Event) -> None:
                 if mine:
                     await _sweep(services)
         except Exception as e:
-            if not is_outage(e):
-                log.exception("housekeeping failed; trying again next interval")
-            else:
+            if is_outage(e):
                 log.warning("housekeeping skipped (%s); trying again next interval", e)
+            else:
+                log.exception("housekeeping failed; trying again next interval")
         with anyio.move_on_after(services.settings.retention_interval.total_seconds()):
             await stopping.wait()
 

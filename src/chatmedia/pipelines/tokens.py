@@ -77,8 +77,7 @@ async def issue_token(
     principal.require(*sorted(scopes))
     if not principal.sees(conversation_id):
         raise NotFound(f"no conversation '{conversation_id}'")
-    if "*" in conversation_id:  # a restriction to it would read as a prefix
-        raise BadRequest("a conversation id with '*' cannot have a token")
+    _check_conversation(conversation_id)
     # 2. Until the earlier of the lifetime asked for and the key's expiry.
     expires = int(time.time() + ttl.total_seconds())
     if principal.expires_at is not None:
@@ -154,8 +153,7 @@ async def ui_link(
     The token travels in the URL's fragment (`#token=…`): browsers never send a fragment
     to a server, nor in a Referer, so the token reaches no access log, proxy or other
     site; the page reads it and takes it out of the address bar at once."""
-    if not timedelta(seconds=1) <= ttl <= MAX_PAGE_TTL:
-        raise BadRequest("expiresIn must be 1 second to 7 days")
+    _check_lifetime(ttl)
     token, expires = await issue_token(
         services, principal, conversation_id, rights.scopes, ttl, "page"
     )
@@ -174,10 +172,8 @@ async def operator_ui_link(
     rests on. The operator holds no key, and a token must rest on one that can be revoked:
     a key of its own is made, with only the link's scopes, for that conversation alone,
     expiring with the link (`chatmedia keys revoke ID` ends the link at once)."""
-    if "*" in conversation_id:
-        raise BadRequest("a conversation id with '*' cannot have a page link")
-    if not timedelta(seconds=1) <= ttl <= MAX_PAGE_TTL:
-        raise BadRequest("the link's lifetime must be 1 second to 7 days")
+    _check_conversation(conversation_id)  # before a key is made for nothing
+    _check_lifetime(ttl)
     spec = KeySpec(
         name=f"ui-link {conversation_id}"[:100],
         scopes=tuple(sorted(rights.scopes)),
@@ -188,3 +184,13 @@ async def operator_ui_link(
     key, _ = await create_key(services, spec)
     url, expires = await ui_link(services, principal_for(key), conversation_id, rights, ttl)
     return url, expires, key.id
+
+
+def _check_conversation(conversation_id: str) -> None:
+    if "*" in conversation_id:  # a restriction to it would read as a prefix
+        raise BadRequest("a conversation id with '*' cannot have a token")
+
+
+def _check_lifetime(ttl: timedelta) -> None:
+    if not timedelta(seconds=1) <= ttl <= MAX_PAGE_TTL:
+        raise BadRequest("a page link lives from 1 second to 7 days")

@@ -158,10 +158,10 @@ async def deliver_forever(services: Services, stopping: anyio.Event) -> None:
                     async with services.db.write() as conn:
                         claimed = await Outbox(conn).claim_due(datetime.now(UTC), lease, free)
                 except Exception as e:
-                    if not is_outage(e):
-                        log.exception("could not claim webhook deliveries; trying again")
-                    else:
+                    if is_outage(e):
                         log.warning("could not claim webhook deliveries (%s); trying again", e)
+                    else:
+                        log.exception("could not claim webhook deliveries; trying again")
             for item in claimed:
                 await slots.acquire()
                 attempts.start_soon(_attempt_and_release, services, item, slots)

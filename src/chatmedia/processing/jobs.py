@@ -62,10 +62,10 @@ async def _claim(services: Services, handlers: Mapping[str, Handler], free: int)
         async with services.db.write() as conn:
             return await Jobs(conn).claim_due(handlers, datetime.now(UTC), LEASE, free)
     except Exception as e:
-        if not is_outage(e):
-            log.exception("could not claim jobs; trying again")
-        else:
+        if is_outage(e):
             log.warning("could not claim jobs (%s); trying again", e)
+        else:
+            log.exception("could not claim jobs; trying again")
     return []
 
 
