@@ -88,6 +88,14 @@ def die_mid_answer(path: str, how: str) -> dict[str, Any]:
     return {}
 
 
+def describe_watching_imports(path: str) -> dict[str, Any]:
+    from chatmedia.media.images import describe_image
+
+    before = set(sys.modules)
+    described = describe_image(path, "image/jpeg")
+    return {"imported": sorted(set(sys.modules) - before), "width": described["width"]}
+
+
 def nap(path: str, seconds: str) -> dict[str, Any]:
     start = time.monotonic()  # CLOCK_MONOTONIC: one clock for every process
     time.sleep(float(seconds))
@@ -266,6 +274,12 @@ async def test_a_closed_sandbox_refuses_tasks() -> None:
     box.close()
     with pytest.raises(RuntimeError, match="closed"):
         await box.run("image", "")
+
+
+async def test_children_start_with_the_decoders_warmed(sandbox: Sandbox, media: MediaFiles) -> None:
+    # The fork server ran Pillow's JPEG path once: a child's photo imports nothing more.
+    found = await sandbox.run(here("describe_watching_imports"), str(media.photo(6)))
+    assert found == {"imported": [], "width": 120}
 
 
 def test_the_server_side_modules_import_no_decoder() -> None:

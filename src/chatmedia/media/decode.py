@@ -1,7 +1,8 @@
 """The decoders a sandboxed media process runs, by task name (chatmedia.media.sandbox).
 
-Importing this module loads Pillow, PyAV, PDFium and BlurHash: only the sandbox's fork
-server and its children do, never the server process.
+Importing this module loads Pillow, PyAV, PDFium and BlurHash and warms Pillow up
+(chatmedia.media.images.warm_up): only the sandbox's fork server and its children do,
+never the server process.
 
 Each task takes the path of a local file and the same options, given as keywords:
 `content_type` (the sniffed type, which chooses the one decoder allowed), `max_pixels`
@@ -22,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chatmedia.media.audio import describe_audio
-from chatmedia.media.images import describe_image
+from chatmedia.media.images import describe_image, warm_up
 from chatmedia.media.pdf import describe_pdf
 from chatmedia.media.video import describe_video
 
@@ -32,3 +33,5 @@ TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "audio": describe_audio,
     "pdf": describe_pdf,
 }
+
+warm_up()
