@@ -513,7 +513,7 @@ class Program:
         store = self.services.store
         assert isinstance(store, Segments)
         try:
-            chunks = await store.open_segment(name, 0)  # none of its bytes: whether it is
+            chunks = await store.open_segment(name, 0, 0)  # none of its bytes: whether it is
         except BlobMissing:
             return False
         async with aclosing(chunks):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import secrets
 import socket
@@ -17,10 +18,12 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from PIL import Image
 from tusclient.client import TusClient
 
 from tests.conftest import png_bytes
 from tests.e2e.conftest import CHATMEDIA, Server, wait_for
+from tests.media_files import shared_media
 
 pytestmark = pytest.mark.e2e
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -72,6 +75,28 @@ def test_a_real_client_uploads_in_chunks(server: Server, tmp_path: Path) -> None
         # Finished: HEAD shows it complete; nothing is left of the upload itself.
         head = http.head(f"/v1/uploads/{file_id}", headers=TUS)
         assert head.headers["upload-offset"] == head.headers["upload-length"] == str(len(body))
+    assert parts(server) == []
+
+
+def test_a_photo_sent_in_patches_loses_its_location_as_in_one_request(
+    server: Server, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Its bytes change on the way to their blob, so they are written anew, not staged as
+    # the upload's piece.
+    photo = shared_media(tmp_path_factory).photo(6).read_bytes()
+    half = len(photo) // 2
+    with server.client(headers=server.auth) as http:
+        url = create(http, len(photo), filename="photo.jpg")
+        for offset, part in ((0, photo[:half]), (half, photo[half:])):
+            done = http.patch(url, content=part, headers=PATCH | {"Upload-Offset": str(offset)})
+            assert done.status_code == 204, done.text
+        file = http.get(urlsplit(done.headers["location"]).path).json()
+        stored = http.get(f"/v1/files/{file['id']}/content").content
+    assert file["metadataStripped"] is True
+    assert stored != photo
+    assert file["sha256"] == hashlib.sha256(stored).hexdigest()
+    with Image.open(io.BytesIO(stored)) as kept:
+        assert not kept.getexif().get_ifd(0x8825)  # no GPS
     assert parts(server) == []
 
 

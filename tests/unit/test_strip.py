@@ -183,6 +183,44 @@ def test_malformed_input_never_raises_nor_grows(
     assert strip(mangled, mode, sizes) == strip(mangled, mode)
 
 
+@settings(max_examples=150, deadline=None)
+@given(
+    data=st.one_of(
+        st.binary(max_size=3000),
+        st.tuples(st.sampled_from([b"\xff\xd8", b"\x89PNG", b"RIFF"]), st.binary(max_size=20)).map(
+            b"".join
+        ),
+        st.sampled_from([*ms.FORMATS, "mpo"]).map(ms.sample),
+        st.sampled_from([HTML_BYTES, PDF_BYTES]),
+    ),
+    mode=st.sampled_from(["off", "location", "all"]),
+    sizes=st.lists(st.integers(min_value=1, max_value=300), max_size=10),
+)
+def test_what_passes_through_is_known_early_and_unchanged(
+    data: bytes, mode: StripMode, sizes: list[int]
+) -> None:
+    # A resumable upload's piece is staged as it is when the stripper says, once the first
+    # chunk is through, that it changes nothing.
+    stripper = Stripper(mode)
+    said: list[bool] = []
+
+    async def run() -> bytes:
+        out = []
+        async for chunk in stripper.filter(pieces(data, sizes)):
+            said.append(stripper.passes_through)
+            out.append(chunk)
+        return b"".join(out)
+
+    out = anyio.run(run)
+    if said and said[0]:
+        assert out == data
+        assert not stripper.stripped
+    format_stripped = data.startswith((b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")) or (
+        data[:4] == b"RIFF" and data[8:12] == b"WEBP"
+    )
+    assert stripper.passes_through == (mode == "off" or not format_stripped)
+
+
 def stream(parts: list[ms.Part]) -> Iterator[bytes]:
     """Bytes, and (piece, count) for a piece repeated count times, never joined."""
     for part in parts:

@@ -54,6 +54,8 @@ class Claim:
 
     upload: Upload
     generation: int
+    # The upload's last segment, which the writer's bytes follow (None: they start it).
+    last: Segment | None = None
 
 
 class Uploads:
@@ -75,8 +77,9 @@ class Uploads:
     async def claim(
         self, upload: Upload, offset: int, now: datetime, lease: timedelta
     ) -> Claim | None:
-        """Take the right to write at `offset`; None when the offset is not the upload's
-        or another writer's lease is live (the caller tells which from `upload`)."""
+        """Take the right to write at `offset`, after the upload's last segment; None when
+        the offset is not the upload's or another writer's lease is live (the caller tells
+        which from `upload`)."""
         result = await self._conn.execute(
             uploads.update()
             .where(
@@ -89,7 +92,11 @@ class Uploads:
         )
         if result.rowcount != 1:
             return None
-        return Claim(upload, upload.generation + 1)
+        last = _segments_of(upload.id).order_by(upload_segments.c.start.desc()).limit(1)
+        row = (await self._conn.execute(last)).first()
+        return Claim(
+            upload, upload.generation + 1, Segment(row.start, row.length, row.name) if row else None
+        )
 
     async def renew(self, claim: Claim, until: datetime) -> bool:
         """Extend the claim's lease; False when the claim was lost."""
@@ -127,11 +134,7 @@ class Uploads:
 
     async def segments(self, upload_id: str) -> list[Segment]:
         """An upload's pieces, in order."""
-        query = (
-            sa.select(upload_segments.c.start, upload_segments.c.length, upload_segments.c.name)
-            .where(upload_segments.c.upload_id == upload_id)
-            .order_by(upload_segments.c.start)
-        )
+        query = _segments_of(upload_id).order_by(upload_segments.c.start)
         return [Segment(r.start, r.length, r.name) for r in await self._conn.execute(query)]
 
     async def set_length(self, upload: Upload, length: int) -> bool:
@@ -163,3 +166,8 @@ class Uploads:
             .limit(limit)
         )
         return list((await self._conn.execute(query)).scalars())
+
+
+def _segments_of(upload_id: str) -> sa.Select[tuple[int, int, str]]:
+    columns = (upload_segments.c.start, upload_segments.c.length, upload_segments.c.name)
+    return sa.select(*columns).where(upload_segments.c.upload_id == upload_id)

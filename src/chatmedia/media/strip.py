@@ -91,6 +91,9 @@ class Stripper:
         self._exif = partial(exif.reduce, orientation_only=mode == "all")
         # True once something was removed or neutralized (valid after the stream ended).
         self.stripped = False
+        # True once it is known that no byte will change: stripping is off, or the bytes
+        # are of no format it strips.
+        self.passes_through = mode == "off"
         # JPEG: an XMP packet named a place, so the extended parts that follow go too.
         self._xmp_named_place = False
         self._extension_tail = b""
@@ -117,6 +120,8 @@ class Stripper:
             yield from self._png()
         elif head[:4] == b"RIFF" and head[8:12] == b"WEBP":
             yield from self._webp()
+        else:
+            self.passes_through = True
 
     def _jpeg(self) -> _Steps:
         images, keep_sizes = 0, False

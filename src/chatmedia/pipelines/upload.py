@@ -34,7 +34,7 @@ from chatmedia.naming import sanitize_name, stored_name, with_suffix
 from chatmedia.scanning.job import SCAN_JOB
 from chatmedia.scanning.upload import UploadScan, scan_upload, settle_scan
 from chatmedia.services import Services
-from chatmedia.storage import StagedBlob
+from chatmedia.storage import PieceStaging, StagedBlob
 from chatmedia.units import format_size
 from chatmedia.views import file_view
 
@@ -79,6 +79,7 @@ async def staged_upload(
     uploader: Principal,
     expected: int | None = None,
     held: Reservation | None = None,
+    piece: str | None = None,
 ) -> AsyncIterator[StagedUpload]:
     """Stream `chunks` (about `expected` bytes, when known) to staging for the uploader's
     tenant, enforcing the size limit, the type policy and the tenant's quotas as the bytes
@@ -86,14 +87,17 @@ async def staged_upload(
     scanning is on (MalwareDetected) and describe a new image when that is quick. If the
     block raises, the staged bytes (and previews) are dropped and the quota released; once
     `add_hosted_file` has made them visible, these are no-ops.
-    `held`: what the upload holds of the quotas already (a resumable upload's)."""
+    `held`: what the upload holds of the quotas already (a resumable upload's); `piece`:
+    the store's piece that holds `chunks` (a finished resumable upload's, see
+    chatmedia.storage.PieceStaging), staged as it is when the checks change no byte."""
     settings = services.settings
     sniffer = TypeSniffer(settings.type_policy)
     stripper = Stripper(cast(StripMode, settings.strip_metadata))
     reservation = held or await reserve(services, uploader.tenant, expected)
     try:
         checked = sniffer.filter(limit_size(chunks, settings.max_upload_size))
-        blob = await services.store.put(reservation.meter(stripper.filter(checked)))
+        blob = await _stage(services, reservation.meter(stripper.filter(checked)), piece,
+                            expected, lambda: stripper.passes_through)  # fmt: skip
         media = None
         try:
             scan = await scan_upload(services, blob, uploader)
@@ -113,6 +117,19 @@ async def staged_upload(
             raise
     finally:
         await reservation.release()
+
+
+async def _stage(
+    services: Services,
+    chunks: AsyncIterable[bytes],
+    piece: str | None,
+    size: int | None,
+    unchanged: Callable[[], bool],
+) -> StagedBlob:
+    store = services.store
+    if piece is not None and size is not None and isinstance(store, PieceStaging):
+        return await store.stage_piece(piece, size, chunks, unchanged)
+    return await store.put(chunks)
 
 
 async def add_hosted_file(
@@ -191,11 +208,13 @@ async def store_file(
     describe: Callable[[], UploadInfo],
     expected: int | None = None,
     held: Reservation | None = None,
+    piece: str | None = None,
 ) -> FileRecord:
     """Store the bytes of `chunks` (about `expected` bytes, when known) as a new HOSTED
     file of the principal's tenant. `describe` gives the file's name and conversation once
     the bytes are in (in a multipart body they may come after the file); `held`, what the
-    upload holds of the tenant's quotas already.
+    upload holds of the tenant's quotas already; `piece`, the store's piece that holds
+    them (see `staged_upload`).
 
     Raises QuotaExceeded before or while the bytes flow, FileTooLarge or
     UnsupportedMediaType while they flow, MalwareDetected once they are in, whatever
@@ -203,7 +222,7 @@ async def store_file(
     left behind (but the quarantine record of malware).
     """
     # 1. Stream to staging, checking size, type and quotas as the bytes arrive.
-    async with staged_upload(services, chunks, principal, expected, held) as upload:
+    async with staged_upload(services, chunks, principal, expected, held, piece) as upload:
         # 2. Read the metadata, complete now that the body is, and check where it goes.
         info = describe()
         principal.check_create(info.conversation_id)

@@ -6,10 +6,12 @@ from chatmedia.storage.base import (
     BlobStat,
     BlobStore,
     LocalPaths,
+    PieceStaging,
     Presigner,
     Segments,
     StagedBlob,
     StoreUnavailable,
+    segment_start,
 )
 
 __all__ = [
@@ -18,8 +20,10 @@ __all__ = [
     "BlobStat",
     "BlobStore",
     "LocalPaths",
+    "PieceStaging",
     "Presigner",
     "Segments",
     "StagedBlob",
     "StoreUnavailable",
+    "segment_start",
 ]

@@ -9,8 +9,9 @@ already exists) while the caller holds the blob's database lock; `discard` drops
 Optional capabilities are separate protocols, checked once when the app is wired up:
 `LocalPaths` (a blob is a file on this machine, so the server can send it with
 `http.response.pathsend` without Python reading the bytes), `Presigner` (the store can
-hand out a short-lived URL that a client fetches the bytes from directly) and `Segments`
-(the store keeps the pieces of resumable uploads, where every node finds them).
+hand out a short-lived URL that a client fetches the bytes from directly), `Segments`
+(the store keeps the pieces of resumable uploads, where every node finds them) and
+`PieceStaging` (a finished upload's piece becomes its staged blob without a copy).
 
 A store raises `BlobMissing` for a blob it does not have and `StoreUnavailable` when it
 could not be asked at all (a remote store that is down, slow or failing); callers answer
@@ -20,7 +21,7 @@ the first as missing content and the second as a temporary outage.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator, AsyncIterable
+from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -127,26 +128,56 @@ class BlobStore(Protocol):
 
 @runtime_checkable
 class Segments(Protocol):
-    """A store that also keeps the pieces of resumable uploads under way
-    (chatmedia.uploads), by name (`<upload id>/<start>-<writer>`), apart from blobs."""
+    """A store that also keeps the bytes of resumable uploads under way (chatmedia.uploads),
+    apart from blobs, in pieces named `<upload id>/<start>-<writer>`: a piece holds the
+    upload's bytes from `start`, as one writer or (where a store can append) several
+    writers in turn wrote them."""
 
-    async def put_segment(self, name: str, chunks: AsyncIterable[bytes]) -> int:
-        """Write a new piece durably; its length. If iterating `chunks` raises, nothing
-        of it is left and the exception propagates; BlobMissing if the upload's pieces
-        were removed meanwhile (where a store can tell)."""
+    async def put_segment(
+        self, name: str, chunks: AsyncIterable[bytes], after: tuple[str, int] | None = None
+    ) -> tuple[str, int]:
+        """Write `chunks` durably into a new piece `name` or, where the store can, at the
+        end of piece `after[0]` while it still holds exactly `after[1]` bytes and no other
+        writer is at it; the piece written to and how many bytes. If iterating `chunks`
+        raises, nothing of them is left and the exception propagates; BlobMissing if the
+        upload's pieces were removed meanwhile (where a store can tell)."""
         ...
 
-    async def open_segment(self, name: str, length: int) -> AsyncGenerator[bytes, None]:
-        """The bytes of a piece of `length` bytes, in chunks."""
+    async def open_segment(
+        self, name: str, offset: int, length: int
+    ) -> AsyncGenerator[bytes, None]:
+        """The `length` bytes of piece `name` from `offset`, in chunks."""
         ...
 
-    async def delete_segment(self, name: str) -> None:
-        """Remove one piece (a missing one is not an error)."""
+    async def delete_segment(self, name: str, offset: int = 0, length: int = 0) -> None:
+        """Drop the `length` bytes at `offset` of piece `name` that one writer added: the
+        whole piece when they are its start (a missing piece is not an error); else only
+        while they are still its end, or they stay there, unused."""
         ...
 
     async def delete_segments(self, upload_id: str) -> None:
         """Remove every piece of an upload (there may be none)."""
         ...
+
+
+@runtime_checkable
+class PieceStaging(Protocol):
+    """A store that can make a piece of a finished upload its staged blob without copying
+    its bytes."""
+
+    async def stage_piece(
+        self, name: str, size: int, chunks: AsyncIterable[bytes], same: Callable[[], bool]
+    ) -> StagedBlob:
+        """Stage `chunks`, which are the `size` bytes of piece `name` read back through an
+        upload's checks, as `put` does. When `same()` says, once the first chunk is in,
+        that the checks pass them on unchanged, and the piece holds exactly them, the
+        piece's file itself is staged (hashed as they stream by) rather than a copy."""
+        ...
+
+
+def segment_start(name: str) -> int:
+    """Where in its upload piece `name` starts."""
+    return int(name.rpartition("/")[2].partition("-")[0])
 
 
 @runtime_checkable

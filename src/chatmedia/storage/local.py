@@ -11,7 +11,7 @@ import re
 import secrets
 import shutil
 import time
-from collections.abc import AsyncGenerator, AsyncIterable
+from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -30,6 +30,13 @@ from chatmedia.storage.base import (
     StagedBlob,
     in_pieces,
 )
+from chatmedia.storage.pieces import (
+    PieceHashes,
+    cut_back,
+    open_to_append,
+    open_to_stage,
+    undo_write,
+)
 
 _KEY = re.compile(r"[0-9a-f]{64}")
 _TOKEN = re.compile(r"[0-9a-f]{32}")
@@ -44,6 +51,7 @@ class LocalBlobStore:
         self._root = root.resolve()
         self._staging = self._root / ".staging"
         self._uploads = self._root / ".uploads"
+        self._hashes = PieceHashes()
 
     def local_path(self, key: str) -> Path:
         """The path of blob `key`; the key must be a SHA-256 hex digest."""
@@ -71,7 +79,8 @@ class LocalBlobStore:
             await pieces.aclose()
             sha256 = await to_thread.run_sync(_store_whole, path, first)
             return StagedBlob(key=sha256, size=len(first), sha256=sha256, token=token)
-        writer = _Writer(await to_thread.run_sync(_create, path))
+        digest = hashlib.sha256()
+        writer = _Writer(await to_thread.run_sync(_create, path), digest)
         try:
             await writer.write(first)
             async for piece in pieces:
@@ -79,9 +88,9 @@ class LocalBlobStore:
             await writer.finish()
         except BaseException:
             with anyio.CancelScope(shield=True):
-                await writer.abandon(path)
+                await writer.abandon(partial(_close_unlink, path=path))
             raise
-        sha256 = writer.digest.hexdigest()
+        sha256 = digest.hexdigest()
         return StagedBlob(key=sha256, size=writer.size, sha256=sha256, token=token)
 
     async def promote(self, staged: StagedBlob) -> None:
@@ -122,38 +131,87 @@ class LocalBlobStore:
             raise BlobMissing(f"staged blob {staged.token} is gone") from None
         return _read_range(file, staged.size)
 
-    async def put_segment(self, name: str, chunks: AsyncIterable[bytes]) -> int:
-        path = self._segment_path(name)
-        writer = _Writer(await to_thread.run_sync(_create, path))
+    async def put_segment(
+        self, name: str, chunks: AsyncIterable[bytes], after: tuple[str, int] | None = None
+    ) -> tuple[str, int]:
+        path, appended_at, file = self._segment_path(name), None, None
+        if after is not None:  # one file for the PATCHes that follow each other
+            file = await to_thread.run_sync(open_to_append, self._segment_path(after[0]), after[1])
+            if file is not None:
+                name, appended_at = after
+                path = self._segment_path(name)
+        if file is None:
+            file = await to_thread.run_sync(_create, path)
+        digest = self._hashes.get(name, appended_at) if appended_at else hashlib.sha256()
+        writer = _Writer(file, digest)
         try:
             async for piece in in_pieces(chunks):
                 await writer.write(piece)
             await writer.finish()
-            await to_thread.run_sync(_fsync_dir, path.parent)
-        except FileNotFoundError:  # the upload's folder went: it was ended meanwhile
+            if appended_at is None:
+                await to_thread.run_sync(_fsync_dir, path.parent)
+        except BaseException as e:
             with anyio.CancelScope(shield=True):
-                await writer.abandon(path)
-            raise BlobMissing(f"the pieces of upload {name.split('/')[0]} were removed") from None
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await writer.abandon(path)
+                await writer.abandon(partial(undo_write, path=path, appended_at=appended_at))
+                self._hashes.forget(name)
+            if isinstance(e, FileNotFoundError):  # the upload's folder went: it was ended
+                raise BlobMissing(
+                    f"the pieces of upload {name.split('/')[0]} were removed"
+                ) from None
             raise
-        return writer.size
+        if digest is not None:
+            self._hashes.keep(name, (appended_at or 0) + writer.size, digest)
+        return name, writer.size
 
-    async def open_segment(self, name: str, length: int) -> AsyncGenerator[bytes, None]:
+    async def open_segment(
+        self, name: str, offset: int, length: int
+    ) -> AsyncGenerator[bytes, None]:
         try:
-            file = await to_thread.run_sync(_open_at, self._segment_path(name), 0)
+            file = await to_thread.run_sync(_open_at, self._segment_path(name), offset)
         except FileNotFoundError:
             raise BlobMissing(f"segment {name} is missing") from None
         return _read_range(file, length)
 
-    async def delete_segment(self, name: str) -> None:
-        await to_thread.run_sync(self._segment_path(name).unlink, True)
+    async def delete_segment(self, name: str, offset: int = 0, length: int = 0) -> None:
+        self._hashes.forget(name)
+        path = self._segment_path(name)
+        if offset:
+            await to_thread.run_sync(cut_back, path, offset, offset + length)
+        else:
+            await to_thread.run_sync(path.unlink, True)
 
     async def delete_segments(self, upload_id: str) -> None:
         if not UPLOAD_ID.fullmatch(upload_id):
             raise ValueError(f"not an upload id: {upload_id!r}")
+        self._hashes.forget_upload(upload_id)
         await to_thread.run_sync(partial(shutil.rmtree, self._uploads / upload_id, True))
+
+    async def stage_piece(
+        self, name: str, size: int, chunks: AsyncIterable[bytes], same: Callable[[], bool]
+    ) -> StagedBlob:
+        path, pieces = self._segment_path(name), in_pieces(chunks)
+        first = await anext(pieces, b"")
+        file = await to_thread.run_sync(open_to_stage, path, size) if same() else None
+        if file is None:  # changed on the way (metadata taken out), or another writer's
+            return await self.put(_then(first, pieces))
+        try:
+            # 1. Hashed as they stream by, from where this process's own hash ends.
+            hashed, digest = self._hashes.upto(name, size) or (0, hashlib.sha256())
+            seen = 0
+            async for piece in _then(first, pieces):
+                if seen + len(piece) > hashed:
+                    await to_thread.run_sync(digest.update, memoryview(piece)[hashed - seen :])
+                    hashed = seen + len(piece)
+                seen += len(piece)
+            if seen != size:
+                raise BlobMissing(f"piece {name} does not hold its upload's {size} bytes")
+            # 2. The piece's file, staged under a second name; promoting moves that one.
+            token = secrets.token_hex(16)
+            await to_thread.run_sync(_link, path, self._staged_path(token))
+        finally:
+            await to_thread.run_sync(file.close)
+        sha256 = digest.hexdigest()
+        return StagedBlob(key=sha256, size=size, sha256=sha256, token=token)
 
     def _segment_path(self, name: str) -> Path:
         if not SEGMENT_NAME.fullmatch(name):
@@ -195,9 +253,11 @@ class _Writer:
 
     FLUSH_EVERY = 32 * 1024 * 1024
 
-    def __init__(self, file: BinaryIO) -> None:
+    def __init__(self, file: BinaryIO, digest: Any | None) -> None:
         self.file = file
-        self.digest = hashlib.sha256()
+        # None: nothing to hash (bytes appended to a piece whose earlier bytes this process
+        # did not hash).
+        self.digest = digest
         self.size = 0
         self._in_flight: list[asyncio.Future[Any]] = []
         self._flushing: asyncio.Future[None] | None = None
@@ -206,10 +266,9 @@ class _Writer:
     async def write(self, piece: bytes) -> None:
         await self._settle()
         loop = asyncio.get_running_loop()
-        self._in_flight = [
-            loop.run_in_executor(None, self.digest.update, piece),
-            loop.run_in_executor(None, self.file.write, piece),
-        ]
+        self._in_flight = [loop.run_in_executor(None, self.file.write, piece)]
+        if self.digest is not None:
+            self._in_flight.append(loop.run_in_executor(None, self.digest.update, piece))
         self.size += len(piece)
         if self.size - self._flushed_at >= self.FLUSH_EVERY and self._flushing is None:
             self._flushed_at = self.size
@@ -221,12 +280,12 @@ class _Writer:
         await self._settle_flush()
         await to_thread.run_sync(_sync_close, self.file)
 
-    async def abandon(self, path: Path) -> None:
-        """Let the work in flight end (it must not race the close), then drop the file."""
+    async def abandon(self, drop: Callable[[BinaryIO], None]) -> None:
+        """Let the work in flight end (it must not race the close), then `drop` the file."""
         pending = [*self._in_flight, *([self._flushing] if self._flushing else [])]
         if pending:
             await asyncio.wait(pending)
-        await to_thread.run_sync(_close_unlink, self.file, path)
+        await to_thread.run_sync(drop, self.file)
 
     async def _settle(self) -> None:
         # Shielded: if this wait is cancelled, the work goes on and abandon() waits.
@@ -256,6 +315,20 @@ async def _read_range(file: BinaryIO, length: int) -> AsyncGenerator[bytes, None
 
 async def _once(data: bytes) -> AsyncGenerator[bytes, None]:
     yield data
+
+
+async def _then(first: bytes, rest: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk
+
+
+def _link(path: Path, staged: Path) -> None:
+    """A second name for piece file `path` in staging (the piece's own goes with its
+    upload)."""
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    os.link(path, staged)
 
 
 def _read_cached(path: Path, offset: int, length: int) -> bytes | None:

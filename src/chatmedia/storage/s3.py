@@ -162,8 +162,11 @@ class S3BlobStore:
             raise
         return _chunks_of(result, end - start)
 
-    async def put_segment(self, name: str, chunks: AsyncIterable[bytes]) -> int:
-        return (await self._write(_segment_path(name), chunks)).size
+    async def put_segment(
+        self, name: str, chunks: AsyncIterable[bytes], after: tuple[str, int] | None = None
+    ) -> tuple[str, int]:
+        # An object cannot be appended to: each writer's bytes are a piece of their own.
+        return name, (await self._write(_segment_path(name), chunks)).size
 
     async def _write(self, path: str, chunks: AsyncIterable[bytes]) -> _Upload:
         """Stream `chunks` to a new object at `path`; nothing of it is left on failure."""
@@ -178,11 +181,14 @@ class S3BlobStore:
             raise
         return upload
 
-    async def open_segment(self, name: str, length: int) -> AsyncGenerator[bytes, None]:
-        return await self._open(_segment_path(name), 0, length)
+    async def open_segment(
+        self, name: str, offset: int, length: int
+    ) -> AsyncGenerator[bytes, None]:
+        return await self._open(_segment_path(name), offset, offset + length)
 
-    async def delete_segment(self, name: str) -> None:
-        await self._delete(_segment_path(name))
+    async def delete_segment(self, name: str, offset: int = 0, length: int = 0) -> None:
+        if offset == 0:  # never appended to: a piece's bytes are all of one writer's
+            await self._delete(_segment_path(name))
 
     async def delete_segments(self, upload_id: str) -> None:
         if not UPLOAD_ID.fullmatch(upload_id):

@@ -1,10 +1,13 @@
-"""An upload's bytes so far: its pieces, one per request that wrote, each in the store
-under a name of its own (chatmedia.storage.Segments), where every node finds them.
+"""An upload's bytes so far: its segments, one per request that wrote, in the store's
+pieces (chatmedia.storage.Segments), where every node finds them. A new writer's segment
+goes into a piece of its own, named for its start and claim, or on the end of the piece
+of the segment before it, where the store can append and nobody else is at that piece.
 
 A writer holds the upload's claim while its piece streams in, renewing it every
 RENEW_AFTER seconds, and stops as soon as a renewal fails; its piece counts only once the
-claim's compare-and-set commits it. A piece of a writer that lost its claim has a name no
-committed piece has, so it can never overwrite one; it is deleted."""
+claim's compare-and-set commits it. A writer that lost its claim writes either to a piece
+of a name no committed segment has, or past the end of the committed bytes of a piece it
+alone holds, so it can never overwrite a segment that counts; its bytes are dropped."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from contextlib import aclosing
 from typing import Any
 
 from chatmedia.db.uploads import Segment
-from chatmedia.storage import BlobMissing, Segments
+from chatmedia.storage import BlobMissing, PieceStaging, Segments, segment_start
 
 # Seconds between renewals of a writer's claim while its bytes flow.
 RENEW_AFTER = 3.0
@@ -38,17 +41,29 @@ class UploadParts:
         chunks: AsyncIterable[bytes],
         renew: Callable[[], Awaitable[bool]],
         digest: Any | None = None,
+        last: Segment | None = None,
     ) -> Segment:
-        """A new piece of `chunks` from `start`, feeding `digest` (a hash object) when
-        given. Raises ClaimLost when a renewal fails or the upload was ended meanwhile, and
-        what iterating `chunks` raises;
-        nothing of the piece is then left."""
+        """A new segment of `chunks` from `start`, after segment `last` (the upload's last
+        committed one, if any), feeding `digest` (a hash object) when given. Raises
+        ClaimLost when a renewal fails or the upload was ended meanwhile, and what
+        iterating `chunks` raises; nothing of the segment is then left."""
         name = f"{upload_id}/{start:020d}-{generation}"
+        after = (last.name, _offset(last) + last.length) if last is not None else None
         try:
-            written = await self._store.put_segment(name, _renewing(chunks, renew, digest))
+            name, written = await self._store.put_segment(
+                name, _renewing(chunks, renew, digest), after
+            )
         except BlobMissing:  # the upload was ended while its bytes came
             raise ClaimLost() from None
         return Segment(start, written, name)
+
+    def whole_piece(self, segments: list[Segment]) -> str | None:
+        """The one piece holding every segment of an upload, from its start, when there is
+        one and the store can stage it as the upload's blob (else None)."""
+        names = {segment.name for segment in segments}
+        if len(names) != 1 or not isinstance(self._store, PieceStaging):
+            return None
+        return names.pop() if _offset(segments[0]) == 0 == segments[0].start else None
 
     async def read(self, segments: list[Segment], end: int | None = None) -> AsyncIterator[bytes]:
         """The bytes of the pieces in order, up to `end` when given."""
@@ -56,17 +71,23 @@ class UploadParts:
             if end is not None and segment.start >= end:
                 return
             length = segment.length if end is None else min(segment.length, end - segment.start)
-            async with aclosing(await self._store.open_segment(segment.name, length)) as chunks:
+            opened = await self._store.open_segment(segment.name, _offset(segment), length)
+            async with aclosing(opened) as chunks:
                 async for chunk in chunks:
                     yield chunk
 
     async def discard(self, segment: Segment) -> None:
-        """Drop a piece that does not count."""
-        await self._store.delete_segment(segment.name)
+        """Drop a segment that does not count."""
+        await self._store.delete_segment(segment.name, _offset(segment), segment.length)
 
     async def remove(self, upload_id: str) -> None:
         """Drop every piece of an upload."""
         await self._store.delete_segments(upload_id)
+
+
+def _offset(segment: Segment) -> int:
+    """Where in its piece a segment's bytes are."""
+    return segment.start - segment_start(segment.name)
 
 
 async def _renewing(

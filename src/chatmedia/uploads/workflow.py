@@ -141,7 +141,9 @@ async def write(
     # 2. The bytes, within what the upload may still take, as a piece of its own.
     within = _within(cut.ended(chunks), limit, upload.length)
     try:
-        segment = await parts.write(upload.id, offset, claim.generation, within, renew, digest)
+        segment = await parts.write(
+            upload.id, offset, claim.generation, within, renew, digest, claim.last
+        )
     except ClaimLost:
         raise UploadOffsetMismatch("the upload was taken over or ended meanwhile") from None
     except BaseException:
@@ -278,9 +280,10 @@ async def _finish(services: Services, principal: Principal, upload: Upload) -> F
     info = UploadInfo(upload.name, upload.conversation_id, upload.properties, file_id=upload.id)
     async with services.db.read() as conn:
         segments = await Uploads(conn).segments(upload.id)
-    chunks = parts_of(services).read(segments)
+    parts = parts_of(services)
     held = await adopt_upload(services, upload.tenant, upload.id)
-    record = await store_file(services, principal, chunks, lambda: info, upload.length, held)
+    record = await store_file(services, principal, parts.read(segments), lambda: info,
+                              upload.length, held, parts.whole_piece(segments))  # fmt: skip
     await _drop(services, upload.id)
     return record
 
