@@ -128,10 +128,48 @@ async def test_bytes_changed_on_the_way_or_a_held_piece_are_written_anew(tmp_pat
     assert path.read_bytes() == A
 
 
-async def test_a_piece_shorter_than_said_is_not_staged(tmp_path: Path) -> None:
+async def test_a_piece_that_does_not_hold_what_is_said_is_not_staged(tmp_path: Path) -> None:
     store = LocalBlobStore(tmp_path)
     await store.put_segment(FIRST, stream(A))
+    # Read back short: the process that did not hash the piece finds out.
     with pytest.raises(BlobMissing):
-        await store.stage_piece(FIRST, len(A), stream(A[:-1]), lambda: True)
+        await LocalBlobStore(tmp_path).stage_piece(FIRST, len(A), stream(A[:-1]), lambda: True)
     assert not (tmp_path / ".staging").exists()
-    assert piece_path(tmp_path, FIRST).read_bytes() == A
+    # A piece shorter than its upload: what the checks pass on is written anew.
+    os.truncate(piece_path(tmp_path, FIRST), len(A) - 1)
+    staged = await store.stage_piece(FIRST, len(A), stream(A[:-1]), lambda: True)
+    assert not os.path.samefile(store.staged_path(staged), piece_path(tmp_path, FIRST))
+    assert await read(store, staged) == A[:-1]
+
+
+async def test_a_piece_goes_to_disk_while_it_arrives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flushes: list[int] = []
+    fdatasync = os.fdatasync
+
+    def counted(fd: int) -> None:
+        flushes.append(fd)
+        fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counted)
+    data = os.urandom(8 * 1024 * 1024)
+    await LocalBlobStore(tmp_path).put_segment(FIRST, stream(data, 64 * 1024))
+    assert flushes  # before the fsync that ends the write
+    assert piece_path(tmp_path, FIRST).read_bytes() == data
+
+
+async def test_bytes_hashed_as_they_were_written_are_not_read_again(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    data = os.urandom(4 * 1024 * 1024)
+    await store.put_segment(FIRST, stream(data))
+    read_back: list[int] = []
+
+    async def counted() -> AsyncIterator[bytes]:
+        async for chunk in await store.open_segment(FIRST, 0, len(data)):
+            read_back.append(len(chunk))
+            yield chunk
+
+    staged = await store.stage_piece(FIRST, len(data), counted(), lambda: True)
+    assert staged.sha256 == hashlib.sha256(data).hexdigest()
+    assert 0 < sum(read_back) < len(data)  # the head, for the checks, and no more

@@ -143,7 +143,7 @@ class LocalBlobStore:
         if file is None:
             file = await to_thread.run_sync(_create, path)
         digest = self._hashes.get(name, appended_at) if appended_at else hashlib.sha256()
-        writer = _Writer(file, digest)
+        writer = _Writer(file, digest, _Writer.PIECE_FLUSH_EVERY)
         try:
             async for piece in in_pieces(chunks):
                 await writer.write(piece)
@@ -195,16 +195,21 @@ class LocalBlobStore:
         if file is None:  # changed on the way (metadata taken out), or another writer's
             return await self.put(_then(first, pieces))
         try:
-            # 1. Hashed as they stream by, from where this process's own hash ends.
+            # 1. Hashed as they stream by, from where this process's own hash ends; when
+            # it hashed them all as they were written, the checks have had what they look
+            # at (the head) and the rest need not be read again.
             hashed, digest = self._hashes.upto(name, size) or (0, hashlib.sha256())
-            seen = 0
-            async for piece in _then(first, pieces):
-                if seen + len(piece) > hashed:
-                    await to_thread.run_sync(digest.update, memoryview(piece)[hashed - seen :])
-                    hashed = seen + len(piece)
-                seen += len(piece)
-            if seen != size:
-                raise BlobMissing(f"piece {name} does not hold its upload's {size} bytes")
+            if hashed < size:
+                seen = 0
+                async for piece in _then(first, pieces):
+                    if seen + len(piece) > hashed:
+                        part = memoryview(piece)[hashed - seen :]
+                        await to_thread.run_sync(digest.update, part)
+                        hashed = seen + len(piece)
+                    seen += len(piece)
+                if seen != size:
+                    raise BlobMissing(f"piece {name} does not hold its upload's {size} bytes")
+            await pieces.aclose()
             # 2. The piece's file, staged under a second name; promoting moves that one.
             token = secrets.token_hex(16)
             await to_thread.run_sync(_link, path, self._staged_path(token))
@@ -252,9 +257,14 @@ class _Writer:
     left to write (for 256 MiB it was 0.13 s of a 0.58 s upload)."""
 
     FLUSH_EVERY = 32 * 1024 * 1024
+    # A resumable upload's PATCH ends with an fsync its client waits for, as a whole upload
+    # does, but its pieces are a few MiB: 8 MiB arriving in 12 ms took 21 ms to be on disk
+    # without a flush under way, 16 with one every 2 MiB.
+    PIECE_FLUSH_EVERY = 2 * 1024 * 1024
 
-    def __init__(self, file: BinaryIO, digest: Any | None) -> None:
+    def __init__(self, file: BinaryIO, digest: Any | None, flush_every: int = 0) -> None:
         self.file = file
+        self._flush_every = flush_every or self.FLUSH_EVERY
         # None: nothing to hash (bytes appended to a piece whose earlier bytes this process
         # did not hash).
         self.digest = digest
@@ -270,7 +280,7 @@ class _Writer:
         if self.digest is not None:
             self._in_flight.append(loop.run_in_executor(None, self.digest.update, piece))
         self.size += len(piece)
-        if self.size - self._flushed_at >= self.FLUSH_EVERY and self._flushing is None:
+        if self.size - self._flushed_at >= self._flush_every and self._flushing is None:
             self._flushed_at = self.size
             self._flushing = loop.run_in_executor(None, os.fdatasync, self.file.fileno())
 
