@@ -173,3 +173,21 @@ async def test_bytes_hashed_as_they_were_written_are_not_read_again(tmp_path: Pa
     staged = await store.stage_piece(FIRST, len(data), counted(), lambda: True)
     assert staged.sha256 == hashlib.sha256(data).hexdigest()
     assert 0 < sum(read_back) < len(data)  # the head, for the checks, and no more
+
+
+@pytest.mark.parametrize("finisher", [0, 1])
+async def test_processes_taking_turns_stage_the_right_hash(tmp_path: Path, finisher: int) -> None:
+    # Two processes (each with its own hashes) append in turn, as two workers behind one
+    # port do; whichever finishes hashes what it did not write itself.
+    processes = [LocalBlobStore(tmp_path), LocalBlobStore(tmp_path)]
+    parts = [os.urandom(200_000 + 1000 * i) for i in range(5)]
+    end = 0
+    for i, part in enumerate(parts):
+        name = f"{UPLOAD}/{end:020d}-{i + 1}"
+        after = (FIRST, end) if end else None
+        assert (await processes[i % 2].put_segment(name, stream(part), after))[0] == FIRST
+        end += len(part)
+    store = processes[finisher]
+    chunks = await store.open_segment(FIRST, 0, end)
+    staged = await store.stage_piece(FIRST, end, chunks, lambda: True)
+    assert staged.sha256 == hashlib.sha256(b"".join(parts)).hexdigest()
