@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -27,6 +28,20 @@ def blob_store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
         return LocalBlobStore(tmp_path / "blobs")
     server: S3Server = request.getfixturevalue("s3_server")
     return open_s3_store(server.url(f"t-{secrets.token_hex(6)}"), {})  # a prefix per test
+
+
+@pytest.fixture
+def fdatasyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The descriptors os.fdatasync is called on while the test runs (it still syncs)."""
+    called: list[int] = []
+    fdatasync = os.fdatasync
+
+    def counted(fd: int) -> None:
+        called.append(fd)
+        fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counted)
+    return called
 
 
 def _database_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:

@@ -142,20 +142,10 @@ async def test_a_piece_that_does_not_hold_what_is_said_is_not_staged(tmp_path: P
     assert await read(store, staged) == A[:-1]
 
 
-async def test_a_piece_goes_to_disk_while_it_arrives(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    flushes: list[int] = []
-    fdatasync = os.fdatasync
-
-    def counted(fd: int) -> None:
-        flushes.append(fd)
-        fdatasync(fd)
-
-    monkeypatch.setattr(os, "fdatasync", counted)
+async def test_a_piece_goes_to_disk_while_it_arrives(tmp_path: Path, fdatasyncs: list[int]) -> None:
     data = os.urandom(8 * 1024 * 1024)
     await LocalBlobStore(tmp_path).put_segment(FIRST, stream(data, 64 * 1024))
-    assert flushes  # before the fsync that ends the write
+    assert fdatasyncs  # before the fsync that ends the write
     assert piece_path(tmp_path, FIRST).read_bytes() == data
 
 

@@ -84,21 +84,13 @@ async def test_short_reads_come_from_the_page_cache_without_a_thread(
 
 
 async def test_a_large_upload_is_flushed_to_disk_while_it_arrives(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fdatasyncs: list[int]
 ) -> None:
     monkeypatch.setattr(local._Writer, "FLUSH_EVERY", 1024 * 1024)
-    flushes: list[int] = []
-    fdatasync = os.fdatasync
-
-    def counted(fd: int) -> None:
-        flushes.append(fd)
-        fdatasync(fd)
-
-    monkeypatch.setattr(os, "fdatasync", counted)
     data = os.urandom(5 * 1024 * 1024)
     store = LocalBlobStore(tmp_path)
     staged = await store.put(stream(data, 64 * 1024))
     assert staged.sha256 == hashlib.sha256(data).hexdigest()
-    assert flushes  # before the final fsync, which writes what is left
+    assert fdatasyncs  # before the final fsync, which writes what is left
     await store.promote(staged)
     assert store.local_path(staged.key).read_bytes() == data

@@ -12,6 +12,7 @@ import secrets
 import shutil
 import time
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
+from contextlib import aclosing
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -189,11 +190,18 @@ class LocalBlobStore:
     async def stage_piece(
         self, name: str, size: int, chunks: AsyncIterable[bytes], same: Callable[[], bool]
     ) -> StagedBlob:
-        path, pieces = self._segment_path(name), in_pieces(chunks)
-        first = await anext(pieces, b"")
-        file = await to_thread.run_sync(open_to_stage, path, size) if same() else None
-        if file is None:  # changed on the way (metadata taken out), or another writer's
-            return await self.put(_then(first, pieces))
+        path = self._segment_path(name)
+        async with aclosing(in_pieces(chunks)) as pieces:
+            first = await anext(pieces, b"")
+            file = await to_thread.run_sync(open_to_stage, path, size) if same() else None
+            if file is None:  # changed on the way (metadata taken out), or another writer's
+                return await self.put(_then(first, pieces))
+            return await self._stage_file(file, name, size, _then(first, pieces))
+
+    async def _stage_file(
+        self, file: BinaryIO, name: str, size: int, pieces: AsyncIterable[bytes]
+    ) -> StagedBlob:
+        """Stage locked piece file `file` (see `stage_piece`), then let it go."""
         try:
             # 1. Hashed as they stream by, from where this process's own hash ends; when
             # it hashed them all as they were written, the checks have had what they look
@@ -201,7 +209,7 @@ class LocalBlobStore:
             hashed, digest = self._hashes.upto(name, size) or (0, hashlib.sha256())
             if hashed < size:
                 seen = 0
-                async for piece in _then(first, pieces):
+                async for piece in pieces:
                     if seen + len(piece) > hashed:
                         part = memoryview(piece)[hashed - seen :]
                         await to_thread.run_sync(digest.update, part)
@@ -209,10 +217,9 @@ class LocalBlobStore:
                     seen += len(piece)
                 if seen != size:
                     raise BlobMissing(f"piece {name} does not hold its upload's {size} bytes")
-            await pieces.aclose()
             # 2. The piece's file, staged under a second name; promoting moves that one.
             token = secrets.token_hex(16)
-            await to_thread.run_sync(_link, path, self._staged_path(token))
+            await to_thread.run_sync(_link, self._segment_path(name), self._staged_path(token))
         finally:
             await to_thread.run_sync(file.close)
         sha256 = digest.hexdigest()
@@ -336,9 +343,10 @@ async def _then(first: bytes, rest: AsyncIterable[bytes]) -> AsyncGenerator[byte
 
 def _link(path: Path, staged: Path) -> None:
     """A second name for piece file `path` in staging (the piece's own goes with its
-    upload)."""
+    upload), as new as a staged file (the staging sweep goes by age)."""
     staged.parent.mkdir(parents=True, exist_ok=True)
     os.link(path, staged)
+    os.utime(staged)
 
 
 def _read_cached(path: Path, offset: int, length: int) -> bytes | None:
