@@ -339,9 +339,10 @@ uploads = sa.Table(
     sa.Index(None, "expires_at"),
 )
 
-# The pieces of an upload under way, in order: each written by one claim, kept in the store
-# under its own name (chatmedia.storage.Segments), so that a writer that lost its claim
-# can never overwrite a piece that counts.
+# The segments of an upload under way, in order: each written by one claim, in the store's
+# piece `name` (its own, or on local disk the end of the one before it; see
+# chatmedia.storage.Segments), so that a writer that lost its claim can never overwrite a
+# segment that counts.
 upload_segments = sa.Table(
     "upload_segments",
     metadata,
