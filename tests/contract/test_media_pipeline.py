@@ -13,6 +13,7 @@ import pytest
 
 from chatmedia.access.principal import operator
 from chatmedia.db.jobs import Jobs
+from chatmedia.media import inline
 from chatmedia.media.job import MEDIA_JOB
 from chatmedia.media.previews import preview_file
 from chatmedia.media.store import preview_key
@@ -36,9 +37,11 @@ def counting(services: Services) -> tuple[Services, list[str]]:
     sandbox = services.sandbox
 
     class Counting:
-        async def run(self, task: str, path: str, **options: Any) -> dict[str, Any]:
+        async def run(
+            self, task: str, path: str, start_within: float | None = None, **options: Any
+        ) -> dict[str, Any]:
             runs.append(task)
-            return await sandbox.run(task, path, **options)
+            return await sandbox.run(task, path, start_within, **options)
 
         def idle(self) -> bool:
             return sandbox.idle()
@@ -80,6 +83,32 @@ async def test_a_preview_asked_for_by_many_at_once_is_made_once(
     # The previews go with the blob's last file.
     await files.delete_file(services, operator(), record.id)
     assert await services.store.stat(served[0]) is None
+
+
+async def test_photos_sent_at_once_wait_their_turn_to_be_described_in_their_uploads(
+    services: Services, media: MediaFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Four at once on two slots: two run, two wait for them (a slow machine may take its
+    # time: the wait is long here), and all four answer with their previews, on a local
+    # store (on S3 the jobs do it, as for one photo).
+    local = services.local_paths is not None
+    monkeypatch.setattr(inline, "START_WITHIN", 30.0)
+    services, runs = counting(services)
+    photos = [media.photo(orientation).read_bytes() for orientation in (1, 3, 6, 8)]
+    records = []
+
+    async def send(body: bytes) -> None:
+        records.append(await store_file(services, operator(), stream(body), UploadInfo))
+
+    async with anyio.create_task_group() as tasks:
+        for body in photos:
+            tasks.start_soon(send, body)
+    assert [r.media.status if r.media else None for r in records] == [
+        "done" if local else "pending"
+    ] * 4
+    assert runs == (["image"] * 4 if local else [])
+    async with services.db.read() as conn:
+        assert await Jobs(conn).count(MEDIA_JOB) == (0 if local else 4)
 
 
 async def test_a_new_photo_is_described_before_its_upload_answers_when_that_is_quick(

@@ -15,13 +15,21 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from chatmedia.media.sandbox import MediaFailed, Sandbox, SandboxLimits, pack, unpack
+from chatmedia.media.sandbox import (
+    MediaFailed,
+    Sandbox,
+    SandboxBusy,
+    SandboxLimits,
+    pack,
+    unpack,
+)
 from tests.media_files import MediaFiles, shared_media
 
 pytestmark = pytest.mark.anyio
@@ -267,6 +275,24 @@ async def test_twenty_tasks_two_at_a_time(sandbox: Sandbox) -> None:
     for result in results:  # when each began, at most one other was under way
         running = [r for r in results if r["start"] <= result["start"] < r["end"]]
         assert len(running) <= 2
+
+
+async def test_a_task_waits_for_a_slot_only_as_long_as_it_may(sandbox: Sandbox) -> None:
+    async with anyio.create_task_group() as tasks:
+        for _ in range(2):  # both slots taken
+            tasks.start_soon(partial(sandbox.run, here("nap"), "", seconds="1"))
+        await anyio.sleep(0.3)
+        assert sandbox.idle()  # a task would start as soon as one of them ends
+        for _ in range(2):
+            tasks.start_soon(partial(sandbox.run, here("nap"), "", seconds="0"))
+        await anyio.sleep(0.1)
+        assert not sandbox.idle()  # as many wait as there are slots
+        began = time.monotonic()
+        with pytest.raises(SandboxBusy):
+            await sandbox.run(here("nap"), "", 0.1, seconds="0")
+        assert time.monotonic() - began < 0.5
+    assert sandbox.idle()
+    assert (await sandbox.run(here("nap"), "", 0.1, seconds="0"))["blob"]  # slots came back
 
 
 async def test_a_closed_sandbox_refuses_tasks() -> None:

@@ -59,16 +59,23 @@ async def media_job(services: Services, job: Job) -> None:
 
 
 async def describe_path(
-    services: Services, path: str, sha256: str, content_type: str, task: str, known: MediaState
+    services: Services,
+    path: str,
+    sha256: str,
+    content_type: str,
+    task: str,
+    known: MediaState,
+    start_within: float | None = None,
 ) -> MediaState:
     """What the sandbox finds of blob `sha256`'s bytes at `path`, its previews stored; the
-    `known` state marked failed when they cannot be described."""
+    `known` state marked failed when they cannot be described. SandboxBusy if the sandbox
+    has no slot for them within `start_within` seconds (when given)."""
     settings = services.settings
     started = time.monotonic()
     try:
         found = await services.sandbox.run(
-            task, path, content_type=content_type, max_pixels=settings.max_image_pixels,
-            sizes=",".join(map(str, PREVIEW_SIZES)),
+            task, path, start_within, content_type=content_type,
+            max_pixels=settings.max_image_pixels, sizes=",".join(map(str, PREVIEW_SIZES)),
         )  # fmt: skip
     except MediaFailed as e:
         log.info("blob %s (%s) is not described: %s", sha256, content_type, e)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import ctypes
 import importlib
 import json
+import math
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -74,6 +75,10 @@ class SandboxLimits:
     timeout: float = 30.0  # wall clock, then SIGKILL
 
 
+class SandboxBusy(Exception):
+    """No slot came free in time; the task was not run."""
+
+
 class MediaFailed(Exception):
     """The media could not be described: the message says why (crash, timeout, memory,
     unsupported, corrupt, too_large), never with a path of the server or a secret."""
@@ -91,6 +96,7 @@ class Sandbox:
         if concurrency < 1:
             raise ValueError(f"a sandbox runs at least one task at once, not {concurrency}")
         self.limits = limits
+        self._concurrency = concurrency
         self._slots = anyio.Semaphore(concurrency)
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(_preload())
@@ -98,20 +104,33 @@ class Sandbox:
         self._started = False
         self._closed = False
 
-    async def run(self, task: str, path: str, **options: int | str) -> dict[str, Any]:
+    async def run(
+        self, task: str, path: str, start_within: float | None = None, **options: int | str
+    ) -> dict[str, Any]:
         """Run `task(path, **options)` in a fresh child and return its result (JSON values
-        and bytes); MediaFailed if there is none, RuntimeError once closed."""
+        and bytes); MediaFailed if there is none, RuntimeError once closed, SandboxBusy if
+        no slot came free within `start_within` seconds (when given)."""
         if self._closed:
             raise RuntimeError("the sandbox is closed")
-        async with self._slots:
+        started = False
+        with anyio.move_on_after(math.inf if start_within is None else start_within):
+            await self._slots.acquire()
+            started = True
+        if not started:
+            raise SandboxBusy(f"no slot came free within {start_within} s")
+        try:
             if not self._started:  # the first task starts the fork server: ~0.1 s
                 await to_thread.run_sync(multiprocessing.forkserver.ensure_running)
                 self._started = True
             return await self._run(task, path, options)
+        finally:
+            self._slots.release()
 
     def idle(self) -> bool:
-        """Whether a task would start at once (a slot is free)."""
-        return self._slots.value > 0
+        """Whether a task would start at once or after those running now: no more tasks
+        wait for a slot than there are slots."""
+        waiting = self._slots.statistics().tasks_waiting
+        return self._slots.value > 0 or waiting < self._concurrency
 
     def close(self) -> None:
         """Kill the children still running (their tasks fail) and refuse new tasks. The
