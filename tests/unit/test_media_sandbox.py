@@ -279,12 +279,12 @@ async def test_twenty_tasks_two_at_a_time(sandbox: Sandbox) -> None:
 
 async def test_a_task_waits_for_a_slot_only_as_long_as_it_may(sandbox: Sandbox) -> None:
     async with anyio.create_task_group() as tasks:
-        for _ in range(2):  # both slots taken
-            tasks.start_soon(partial(sandbox.run, here("nap"), "", seconds="1"))
+        for _ in range(2):  # both slots taken by short tasks (an upload's)
+            tasks.start_soon(partial(sandbox.run, here("nap"), "", 5.0, seconds="1"))
         await anyio.sleep(0.3)
         assert sandbox.idle()  # a task would start as soon as one of them ends
         for _ in range(2):
-            tasks.start_soon(partial(sandbox.run, here("nap"), "", seconds="0"))
+            tasks.start_soon(partial(sandbox.run, here("nap"), "", 5.0, seconds="0"))
         await anyio.sleep(0.1)
         assert not sandbox.idle()  # as many wait as there are slots
         began = time.monotonic()
@@ -293,6 +293,16 @@ async def test_a_task_waits_for_a_slot_only_as_long_as_it_may(sandbox: Sandbox) 
         assert time.monotonic() - began < 0.5
     assert sandbox.idle()
     assert (await sandbox.run(here("nap"), "", 0.1, seconds="0"))["blob"]  # slots came back
+
+
+async def test_a_job_in_the_sandbox_leaves_no_slot_to_wait_for(sandbox: Sandbox) -> None:
+    # A job's task may run for seconds (a video): an upload does not wait behind one.
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(partial(sandbox.run, here("nap"), "", seconds="0.5"))
+        tasks.start_soon(partial(sandbox.run, here("nap"), "", 5.0, seconds="0.5"))
+        await anyio.sleep(0.2)
+        assert not sandbox.idle()
+    assert sandbox.idle()
 
 
 async def test_a_closed_sandbox_refuses_tasks() -> None:

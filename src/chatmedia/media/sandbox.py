@@ -98,6 +98,8 @@ class Sandbox:
         self.limits = limits
         self._concurrency = concurrency
         self._slots = anyio.Semaphore(concurrency)
+        # Tasks in `run` with no `start_within`, running or waiting for a slot.
+        self._patient = 0
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(_preload())
         self._running: set[BaseProcess] = set()
@@ -112,25 +114,32 @@ class Sandbox:
         no slot came free within `start_within` seconds (when given)."""
         if self._closed:
             raise RuntimeError("the sandbox is closed")
-        started = False
-        with anyio.move_on_after(math.inf if start_within is None else start_within):
-            await self._slots.acquire()
-            started = True
-        if not started:
-            raise SandboxBusy(f"no slot came free within {start_within} s")
+        patient = start_within is None
+        self._patient += patient
         try:
-            if not self._started:  # the first task starts the fork server: ~0.1 s
-                await to_thread.run_sync(multiprocessing.forkserver.ensure_running)
-                self._started = True
-            return await self._run(task, path, options)
+            started = False
+            with anyio.move_on_after(math.inf if start_within is None else start_within):
+                await self._slots.acquire()
+                started = True
+            if not started:
+                raise SandboxBusy(f"no slot came free within {start_within} s")
+            try:
+                if not self._started:  # the first task starts the fork server: ~0.1 s
+                    await to_thread.run_sync(multiprocessing.forkserver.ensure_running)
+                    self._started = True
+                return await self._run(task, path, options)
+            finally:
+                self._slots.release()
         finally:
-            self._slots.release()
+            self._patient -= patient
 
     def idle(self) -> bool:
-        """Whether a task would start at once or after those running now: no more tasks
-        wait for a slot than there are slots."""
+        """Whether a task would start at once, or soon: after the short tasks running now
+        (none that may wait as long as it needs, such as a job's, is running or waiting),
+        with no more waiting for a slot than there are slots."""
         waiting = self._slots.statistics().tasks_waiting
-        return self._slots.value > 0 or waiting < self._concurrency
+        soon = self._patient == 0 and waiting < self._concurrency
+        return self._slots.value > 0 or soon
 
     def close(self) -> None:
         """Kill the children still running (their tasks fail) and refuse new tasks. The
