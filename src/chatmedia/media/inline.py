@@ -6,8 +6,8 @@ follow. A 12 MP photo takes about 70 ms in the sandbox; a sender of Synapse's wa
 
 Only when it cannot hold anyone up for long: images (not video, audio or PDF, whose
 decoding takes longer), bytes staged on this machine (a local store), content the scan
-allows and no file has yet, a sandbox slot free at once or soon (START_WITHIN, and only
-when no more tasks wait for one than there are slots), and within
+allows and no file has yet, a sandbox slot free at once or soon (START_WITHIN, behind
+other uploads' tasks only, no more of them waiting than there are slots), and within
 CHATMEDIA_MEDIA_INLINE_TIMEOUT. Otherwise, or on timeout, the media job does it after the
 answer, as for every other kind."""
 
