@@ -1,7 +1,7 @@
 """Media found before an upload answers: a new image is described (size as displayed,
 BlurHash, previews) while its sender waits, when that is quick, so that the File of the
 answer, and the message its sender posts next, carry it all and no `file.updated` has to
-follow. A 12 MP photo takes about 70 ms in the sandbox; a sender of Synapse's waits about
+follow. A 12 MP photo takes about 60 ms in the sandbox; a sender of Synapse's waits about
 300 ms for the thumbnails it makes the same way.
 
 Only when it cannot hold anyone up for long: images (not video, audio or PDF, whose
@@ -25,9 +25,9 @@ from chatmedia.services import Services
 from chatmedia.storage import StagedBlob
 
 _INLINE_TASKS = frozenset({"image"})
-# How long an upload waits for a sandbox slot, when the tasks running are all that wait
-# for one: about one 12 MP photo's turn. Four such photos sent at once are then all
-# described in their uploads (two wait for the first two) instead of two by the job.
+# How long an upload waits for a sandbox slot other uploads hold (see Sandbox.idle): about
+# one 12 MP photo's turn. Four such photos sent at once are then all described in their
+# uploads (two wait for the first two) instead of two by the job after their answers.
 START_WITHIN = 0.15
 
 
