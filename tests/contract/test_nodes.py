@@ -5,6 +5,7 @@ once, and (on PostgreSQL) every process is woken when any logs an event."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import anyio
 import pytest
@@ -13,6 +14,7 @@ from chatmedia.access.principal import DEFAULT_TENANT
 from chatmedia.caching.records import RecordCache
 from chatmedia.caching.ring import ChangeRing
 from chatmedia.db import Database
+from chatmedia.db import listen as listen_module
 from chatmedia.db.changes import file_changed
 from chatmedia.db.events import Events
 from chatmedia.db.listen import listen_for_events
@@ -106,6 +108,42 @@ async def test_listeners_are_woken_by_appends_elsewhere(database: Database) -> N
             while len(wakes) < 2:
                 await anyio.sleep(0.01)
         stopping.set()
+
+
+async def test_a_listener_whose_connection_breaks_midway_listens_again(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server that stops answering can leave asyncpg's connection mid-operation: the
+    # next query raises InternalClientError. The listener reconnects, as for any outage.
+    import asyncpg
+
+    real_listen = listen_module._listen
+    calls: list[int] = []
+
+    async def breaking_once(*args: Any) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise asyncpg.InternalClientError("cannot switch to state 12")
+        await real_listen(*args)
+
+    monkeypatch.setattr(listen_module, "_listen", breaking_once)
+    monkeypatch.setattr(listen_module, "RETRY_SECONDS", 0.05)
+    if not database.is_postgresql:  # nothing to listen to: it never connects
+        await listen_for_events(
+            database, lambda: None, RecordCache(ChangeRing(), 10), anyio.Event()
+        )
+        assert calls == []
+        return
+    stopping = anyio.Event()
+    wakes: list[int] = []
+    cache = RecordCache(ChangeRing(), 10, trusted=False)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(listen_for_events, database, lambda: wakes.append(1), cache, stopping)
+        with anyio.fail_after(5):
+            while not wakes:  # listening again after the break
+                await anyio.sleep(0.01)
+        stopping.set()
+    assert len(calls) == 2
 
 
 async def test_a_cache_hears_other_processes_changes(services: Services) -> None:

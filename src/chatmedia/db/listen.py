@@ -53,7 +53,12 @@ async def listen_for_events(
         try:
             await _listen(dsn, wake, cache, stopping)
             failing = False
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        # InternalClientError: a connection left mid-operation by a server that stopped
+        # answering ("another operation is in progress"), as broken as a closed one.
+        except (
+            OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
+        ) as e:  # fmt: skip
             cache.distrust()
             if not failing:  # once per outage, not once a second
                 log.warning("event notifications lost (%s); reconnecting", type(e).__name__)
