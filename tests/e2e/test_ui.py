@@ -35,6 +35,7 @@ from tests.e2e.ui_browser import (
     id_of,
     link,
     opened,
+    pick,
     tile,
     token_of,
     upload_state,
@@ -71,12 +72,8 @@ def test_picker_drop_and_paste_uploads_reach_another_page_live(
     viewer = contexts()
     other = opened(viewer, link(server, conversation))
     expect(other.locator(".add")).to_be_hidden()  # a read-only page offers no uploads
-    expect(page.locator(".add")).to_be_visible()
     # Through the picker.
-    page.set_input_files(
-        "#picker",
-        files=[{"name": "picked.png", "mimeType": "image/png", "buffer": png_bytes(8, 6)}],
-    )
+    pick(page, [{"name": "picked.png", "mimeType": "image/png", "buffer": png_bytes(8, 6)}])
     expect(upload_state(page, "picked.png")).to_have_text("Uploaded", timeout=10_000)
     picked = id_of(page, "picked.png")
     start = time.monotonic()
@@ -126,7 +123,7 @@ def test_refusals_are_explained_in_plain_words(
         {"name": "huge.bin", "mimeType": "application/octet-stream", "buffer": b"\0" * (LIMIT + 1)},
         {"name": "eicar.txt", "mimeType": "text/plain", "buffer": EICAR},
     ]  # fmt: skip
-    page.set_input_files("#picker", files=files)
+    pick(page, files)
     expect(upload_state(page, "page.html")).to_contain_text(
         "type of file is not allowed", timeout=15_000
     )

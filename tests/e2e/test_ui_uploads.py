@@ -27,6 +27,7 @@ from tests.e2e.ui_browser import (
     id_of,
     link,
     opened,
+    pick,
     until,
     upload_state,
 )
@@ -121,10 +122,7 @@ def test_a_large_upload_cut_off_resumes_where_it_stopped(
           .observe(document.getElementById('upload-list'),
                    {subtree: true, childList: true, characterData: true}); }"""
     )
-    page.set_input_files(
-        "#picker",
-        files=[{"name": "long.bin", "mimeType": "application/octet-stream", "buffer": body}],
-    )
+    pick(page, [{"name": "long.bin", "mimeType": "application/octet-stream", "buffer": body}])
     expect(upload_state(page, "long.bin")).to_have_text("Uploaded", timeout=60_000)
     methods = [m for m, _ in seen]
     assert methods.count("POST") == 1, seen  # one upload, never started over
@@ -162,14 +160,13 @@ def test_a_page_reloaded_mid_upload_resumes_the_same_file(
         route.continue_()
 
     page.route("**/v1/uploads**", on_upload)
-    page.set_input_files("#picker", files=[str(source)])
+    pick(page, [str(source)])
     # (Waiting through the page: route handlers run only while Playwright is called.)
     until(page, lambda: ("PATCH", str(CHUNK)) in seen, timeout=20)
     before = len(seen)
     reloaded["done"] = True
     page.reload()  # the token is kept for the tab; the upload's URL by tus-js-client
-    expect(page.locator(".add")).to_be_visible()
-    page.set_input_files("#picker", files=[str(source)])
+    pick(page, [str(source)])
     expect(upload_state(page, "reload.bin")).to_have_text("Uploaded", timeout=60_000)
     after = seen[before:]
     assert [m for m, _ in seen].count("POST") == 1, seen  # never started over
@@ -196,10 +193,7 @@ def test_an_upload_cancelled_is_dropped_and_a_retry_completes_it(
         route.continue_()
 
     page.route("**/v1/uploads**", on_upload)
-    page.set_input_files(
-        "#picker",
-        files=[{"name": "stuck.bin", "mimeType": "application/octet-stream", "buffer": body}],
-    )
+    pick(page, [{"name": "stuck.bin", "mimeType": "application/octet-stream", "buffer": body}])
     until(page, lambda: "PATCH" in seen)  # created, and its bytes refused
     page.get_by_role("button", name="Cancel the upload of stuck.bin").click()
     expect(upload_state(page, "stuck.bin")).to_have_text("Cancelled")
@@ -222,9 +216,7 @@ def test_a_framed_page_tells_the_desk_of_uploads_and_sent_messages(
     desk = watched.page
     desk.goto(f"{desks[0]}/?{urlencode({'src': url})}")
     frame = desk.frame_locator("iframe")
-    frame.locator("#picker").set_input_files(
-        files=[{"name": "framed.png", "mimeType": "image/png", "buffer": png_bytes(7, 7)}]
-    )
+    pick(frame, [{"name": "framed.png", "mimeType": "image/png", "buffer": png_bytes(7, 7)}])
     expect(frame.locator(".upload .state")).to_have_text("Uploaded", timeout=10_000)
     frame.get_by_label("Caption for framed.png").fill("from the desk")
     frame.get_by_role("button", name="Send framed.png to the conversation").click()

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    FrameLocator,
+    Page,
+    expect,
+    sync_playwright,
+)
 
 from tests.e2e.conftest import Server
 
@@ -79,6 +86,13 @@ def opened(watched: Watched, url: str) -> Page:
     # The token is out of the address bar at once.
     until(page, lambda: "#token" not in page.url, timeout=5)
     return page
+
+
+def pick(where: Page | FrameLocator, files: Any) -> None:
+    """Choose `files` in the page's picker, once the page has set up its uploads (the
+    picker is in the page before its script listens to it)."""
+    expect(where.locator(".add")).to_be_visible()
+    where.locator("#picker").set_input_files(files)
 
 
 def upload_state(page: Page, name: str) -> Any:
