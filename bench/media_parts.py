@@ -17,7 +17,6 @@ import os
 import random
 import re
 import secrets
-import socket
 import subprocess
 import sys
 import threading
@@ -28,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
 from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
-from common import REPO, console, foreign_cpu_seconds
+from common import console, foreign_cpu_seconds
 from run import FOREIGN_LIMIT, RETRIES, wait_until_quiet
+from sse import EventFollower
 
 T = TypeVar("T")
 TOKEN_LENGTH = 32
@@ -367,69 +366,21 @@ class LogWatch:
                 self._stop.wait(self._interval)
 
 
-class MediaEvents:
-    """A client of a conversation's event stream, in a thread of its own, noting when each
-    file's first event saying media `done` (or `failed`) arrived (time.perf_counter): its
+class MediaEvents(EventFollower[tuple[float, str]]):
+    """Notes when each file's first event saying media `done` (or `failed`) arrived: its
     `file.updated`, or its `file.created` when it was described in its upload."""
 
     def __init__(self, address: tuple[str, int], key: str, conversation: str) -> None:
-        host, port = address
-        self._url = f"http://{host}:{port}/v1/conversations/{conversation}/events"
-        self._headers = {"Authorization": f"Bearer {key}"}
-        self._client = httpx.Client(timeout=httpx.Timeout(10.0, read=None))
-        self._changed = threading.Condition()
-        self._open = threading.Event()
-        self._stopping = False
-        self._socket: socket.socket | None = None
-        self.arrived: dict[str, tuple[float, str]] = {}
-        self.error: str | None = None
-        self._thread = threading.Thread(target=self._read, name="sse", daemon=True)
+        super().__init__(address, {"Authorization": f"Bearer {key}"}, conversation)
 
-    def _read(self) -> None:
-        if str(REPO) not in sys.path:
-            sys.path.insert(0, str(REPO))
-        from tests.receivers import sse_events  # the tests' reader of event streams
-
-        try:
-            with self._client.stream("GET", self._url, headers=self._headers) as response:
-                response.raise_for_status()
-                self._socket = response.extensions["network_stream"].get_extra_info("socket")
-                self._open.set()
-                for event in sse_events(response):
-                    at = time.perf_counter()
-                    file = event.data.get("data") or {}
-                    status = (file.get("media") or {}).get("processing")
-                    kinds = ("file.created", "file.updated")
-                    if event.event in kinds and status in ("done", "failed"):
-                        with self._changed:
-                            self.arrived.setdefault(file["id"], (at, status))
-                            self._changed.notify_all()
-        except (httpx.HTTPError, httpx.StreamError) as e:
-            if not self._stopping:
-                self.error = f"{type(e).__name__}: {e}"
-        finally:
-            self._open.set()
+    def note(self, event: str, file: dict[str, Any], at: float) -> tuple[float, str] | None:
+        status = (file.get("media") or {}).get("processing")
+        if event in ("file.created", "file.updated") and status in ("done", "failed"):
+            return at, status
+        return None
 
     def wait_all(self, file_ids: set[str], timeout: float = EVENT_TIMEOUT) -> bool:
-        """Wait until every file of `file_ids` has its event; False on timeout."""
-        with self._changed:
-            return self._changed.wait_for(lambda: file_ids <= self.arrived.keys(), timeout)
-
-    def __enter__(self) -> MediaEvents:
-        self._thread.start()
-        self._open.wait(30)
-        if self.error:
-            raise RuntimeError(f"the event stream did not open: {self.error}")
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        # A shutdown, unlike a close, wakes the thread blocked reading.
-        self._stopping = True
-        if self._socket is not None:
-            with suppress(OSError):
-                self._socket.shutdown(socket.SHUT_RDWR)
-        self._thread.join(5)
-        self._client.close()
+        return super().wait_all(file_ids, timeout)
 
 
 # --- the sandbox's costs, apart --------------------------------------------------------------

@@ -35,15 +35,13 @@ import socket
 import struct
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 from rich.table import Table
 
 import scan_peer
@@ -65,6 +63,7 @@ from common import (
 from peers import Chatmedia, chatmedia
 from run import LIMITS_NEVER_REACHED, wait_for_quiet
 from scan_peer import Clamd
+from sse import EventFollower
 
 SIZES = {"100 KiB": 100 * 1024, "5 MB": 5 * MB}
 # Inline uploads of each size per --uploads: a 100 KiB upload's CPU time is under a tick of
@@ -251,68 +250,19 @@ def inline(off: Chatmedia, on: Chatmedia, workdir: Path, size: int, uploads: int
     return result
 
 
-class CleanEvents:
-    """A client of a conversation's event stream, in a thread of its own, noting when each
-    file's `file.updated` saying `clean` arrives (time.perf_counter)."""
+class CleanEvents(EventFollower[float]):
+    """Notes when each file's `file.updated` saying `clean` arrives."""
 
     def __init__(self, peer: Chatmedia) -> None:
-        host, port = peer.address
-        self._url = f"http://{host}:{port}/v1/conversations/{CONVERSATION}/events"
-        self._headers = dict(peer.upload_auth)
-        self._client = httpx.Client(timeout=httpx.Timeout(10.0, read=None))
-        self._changed = threading.Condition()
-        self._open = threading.Event()
-        self._stopping = False
-        self._socket: socket.socket | None = None
-        self.arrived: dict[str, float] = {}
-        self.error: str | None = None
-        self._thread = threading.Thread(target=self._read, name="sse", daemon=True)
+        super().__init__(peer.address, dict(peer.upload_auth), CONVERSATION)
 
-    def _read(self) -> None:
-        if str(scan_peer.REPO) not in sys.path:
-            sys.path.insert(0, str(scan_peer.REPO))
-        from tests.receivers import sse_events  # the tests' reader of event streams
-
-        try:
-            with self._client.stream("GET", self._url, headers=self._headers) as response:
-                response.raise_for_status()
-                self._socket = response.extensions["network_stream"].get_extra_info("socket")
-                self._open.set()
-                for event in sse_events(response):
-                    at = time.perf_counter()
-                    file = event.data.get("data") or {}  # the event's File
-                    if event.event == "file.updated" and scan_status(file) == "clean":
-                        with self._changed:
-                            self.arrived[file["id"]] = at
-                            self._changed.notify_all()
-        except (httpx.HTTPError, httpx.StreamError) as e:
-            if not self._stopping:
-                self.error = f"{type(e).__name__}: {e}"
-        finally:
-            self._open.set()
+    def note(self, event: str, file: dict[str, Any], at: float) -> float | None:
+        return at if event == "file.updated" and scan_status(file) == "clean" else None
 
     def wait_for(self, file_id: str, timeout: float) -> float | None:
         """When the file's `clean` arrived, waiting for it up to `timeout` seconds."""
-        with self._changed:
-            self._changed.wait_for(lambda: file_id in self.arrived, timeout)
-            return self.arrived.get(file_id)
-
-    def __enter__(self) -> CleanEvents:
-        self._thread.start()
-        self._open.wait(30)
-        if self.error:
-            raise RuntimeError(f"the event stream did not open: {self.error}")
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        # A shutdown, unlike a close, wakes the thread blocked reading; an open stream
-        # would hold up the server's stop.
-        self._stopping = True
-        if self._socket is not None:
-            with suppress(OSError):
-                self._socket.shutdown(socket.SHUT_RDWR)
-        self._thread.join(5)
-        self._client.close()
+        self.wait_all({file_id}, timeout)
+        return self.arrived.get(file_id)
 
 
 def through_job(peer: Chatmedia, workdir: Path, size: int, uploads: int) -> dict[str, Any]:

@@ -147,14 +147,16 @@ def ui_link(
     rights = PageRights(can_upload, can_delete, can_send)
     try:
         ttl = parse_duration(expires_in)
-        link = _with_services(lambda s: operator_ui_link(s, tenant, conversation, rights, ttl))
+        url, expires, key_id = _with_services(
+            lambda s: operator_ui_link(s, tenant, conversation, rights, ttl)
+        )
     except (ChatMediaError, ValueError) as e:
         err_console.print(getattr(e, "message", str(e)))
         raise typer.Exit(1) from None
     err_console.print(
-        f"valid until {link[1]:%Y-%m-%d %H:%M} UTC; revoke: chatmedia keys revoke {link[2]}"
+        f"valid until {expires:%Y-%m-%d %H:%M} UTC; revoke: chatmedia keys revoke {key_id}"
     )
-    print(link[0])
+    print(url)
 
 
 @keys_app.command("create")

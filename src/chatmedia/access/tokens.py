@@ -29,6 +29,8 @@ from chatmedia.access.principal import SCOPES, Scope
 from chatmedia.errors import Unauthorized
 
 Purpose = Literal["stream", "page"]
+# How messages name each kind.
+KIND: dict[Purpose, str] = {"stream": "stream token", "page": "page token"}
 PAGE_TOKEN_PREFIX = "cmpage_"  # noqa: S105 (tells a page token from an API key)
 # The name of the secret (kept in the database, shared by every node) that signs them.
 SECRET_NAME = "events-stream-token"  # noqa: S105 (a name, not a secret); kept from before pages
@@ -74,7 +76,7 @@ def check_grant(
     """The grant of a token signed with `secret`, for `purpose`, unexpired at `now` and,
     when given, for `conversation_id`; raises Unauthorized otherwise (the message never
     repeats the token)."""
-    what = "page token" if purpose == "page" else "stream token"
+    what = KIND[purpose]
     if purpose == "page":
         if not token.startswith(PAGE_TOKEN_PREFIX):
             raise Unauthorized(f"the {what} is not valid")

@@ -16,6 +16,7 @@ from urllib.parse import quote
 from chatmedia.access.links import MAX_TTL
 from chatmedia.access.principal import DEFAULT_TENANT, Principal, Scope
 from chatmedia.access.tokens import (
+    KIND,
     PAGE_TOKEN_PREFIX,
     SECRET_NAME,
     ConversationGrant,
@@ -100,7 +101,7 @@ async def check_token(
     # 1. The signature, the purpose, the expiry and the conversation.
     secret = await server_secret(services.db, SECRET_NAME)
     grant = check_grant(secret, token, purpose, time.time(), conversation_id)
-    what = "page token" if purpose == "page" else "stream token"
+    what = KIND[purpose]
     # 2. The key that made it, still active, in the token's tenant.
     async with services.db.read() as conn:
         key = await Keys(conn).get(grant.key_id)

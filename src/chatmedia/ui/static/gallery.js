@@ -59,12 +59,20 @@ function waveformCanvas(levels) {
   return canvas;
 }
 
+/** A list item for `file` holding the button that opens it, and that button. */
+function entry(file, kind, open) {
+  const item = el("li", kind);
+  item.dataset.fileId = file.id;
+  const button = el("button", `${kind}-button`);
+  button.type = "button";
+  button.addEventListener("click", () => open(file));
+  item.append(button);
+  return [item, button];
+}
+
 function tile(file, open) {
   const media = file.media || {};
-  const item = el("li", "tile");
-  item.dataset.fileId = file.id;
-  const button = el("button", "tile-button");
-  button.type = "button";
+  const [item, button] = entry(file, "tile", open);
   button.append(el("span", "visually-hidden", `Open ${file.name}`));
   // The space is held from the first paint: no jump when the preview arrives.
   if (media.width && media.height) button.style.aspectRatio = `${media.width} / ${media.height}`;
@@ -83,17 +91,12 @@ function tile(file, open) {
   }
   if (media.durationMs) button.append(el("span", "badge", duration(media.durationMs)));
   if (note) button.append(el("span", "state", note));
-  button.addEventListener("click", () => open(file));
-  item.append(button);
   return item;
 }
 
 function row(file, open) {
   const media = file.media || {};
-  const item = el("li", "row");
-  item.dataset.fileId = file.id;
-  const button = el("button", "row-button");
-  button.type = "button";
+  const [item, button] = entry(file, "row", open);
   const extension = (file.name.match(/\.([A-Za-z0-9]{1,5})$/) || [, "file"])[1];
   const icon = el("span", "icon", extension.toUpperCase());
   icon.setAttribute("aria-hidden", "true");
@@ -109,8 +112,6 @@ function row(file, open) {
   if (note) text.append(el("span", "state", note));
   button.append(text);
   if (media.waveform) button.append(waveformCanvas(media.waveform));
-  button.addEventListener("click", () => open(file));
-  item.append(button);
   return item;
 }
 
