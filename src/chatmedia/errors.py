@@ -294,6 +294,14 @@ class FileTooLarge(ChatMediaError):
     status = 413
 
 
+class UploadTooFragmented(ChatMediaError):
+    """A resumable upload written by more requests than its store can join (on S3, 10,000:
+    a multipart upload's parts); sending it again in larger chunks succeeds."""
+
+    code = "upload_too_fragmented"
+    status = 413
+
+
 class FieldTooLarge(ChatMediaError):
     code = "field_too_large"
     status = 413

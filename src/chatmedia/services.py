@@ -20,7 +20,7 @@ from chatmedia.fairuse.counters import NodeCounters
 from chatmedia.fairuse.limiter import Limiter
 from chatmedia.media.sandbox import Sandbox, SandboxLimits
 from chatmedia.scanning.scanner import Scanner
-from chatmedia.storage import BlobStore, LocalPaths, Presigner, StoreUnavailable
+from chatmedia.storage import BlobStore, Closing, LocalPaths, Presigner, StoreUnavailable
 from chatmedia.storage.local import LocalBlobStore
 
 # What a backend that does not answer raises (answered 503 backend_unavailable).
@@ -63,6 +63,8 @@ class Services:
         """Release the database connections and the media processes."""
         self.sandbox.close()
         await self.db.close()
+        if isinstance(self.store, Closing):
+            await self.store.aclose()
 
 
 def open_services(settings: Settings, resolver: Resolver = system_resolver) -> Services:

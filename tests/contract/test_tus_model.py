@@ -46,7 +46,7 @@ from chatmedia.errors import (
 )
 from chatmedia.pipelines import files
 from chatmedia.services import Services
-from chatmedia.storage import BlobMissing, Segments
+from chatmedia.storage import BlobMissing, Segments, segment_start
 from chatmedia.uploads.protocol import Checksum
 from chatmedia.uploads.workflow import (
     Written,
@@ -158,9 +158,10 @@ def expect_write(upload: Model, patch: Patch) -> Outcome:
     return OK
 
 
-def piece_name(upload_id: str, start: int, generation: int) -> str:
-    """The name a writer's piece has in the store (chatmedia.storage.SEGMENT_NAME)."""
-    return f"{upload_id}/{start:020d}-{generation}"
+def piece_names(upload_id: str, starts: set[int], generation: int) -> set[str]:
+    """The names a writer's piece may have in the store (chatmedia.storage.SEGMENT_NAME):
+    from its start, or (S3) from that of the tail before it, and a part's (S3) too."""
+    return {f"{upload_id}/{start:020d}-{generation}{p}" for start in starts for p in ("", "p")}
 
 
 def content(seed: int, size: int) -> bytes:
@@ -357,7 +358,7 @@ class Program:
         upload_id = written.upload.id if written is not None else next(iter(made), None)
         if upload_id is not None:
             self.uploads[upload_id] = model
-            self.pieces[upload_id] = {piece_name(upload_id, 0, 1)}  # the first claim's
+            self.pieces[upload_id] = piece_names(upload_id, {0}, 1)  # the first claim's
         self.say(upload_id, request, error or outcome)
         if error is not None and type(error) not in expected:
             raise error
@@ -375,7 +376,8 @@ class Program:
         expected = expect_write(model, patch)
         generation = await self.generation(upload_id)
         if generation is not None:  # the piece this request's claim would write
-            self.pieces[upload_id].add(piece_name(upload_id, patch.offset, generation + 1))
+            starts = {patch.offset, *await self.tail_start(upload_id)}
+            self.pieces[upload_id] |= piece_names(upload_id, starts, generation + 1)
         try:
             written = await write(
                 self.services, operator(), upload_id, patch.offset, patch.chunks(),
@@ -524,6 +526,13 @@ class Program:
         async with self.services.db.read() as conn:
             row = await Uploads(conn).get(upload_id)
         return row.generation if row is not None else None
+
+    async def tail_start(self, upload_id: str) -> set[int]:
+        """Where the upload's last piece starts, when it is not a part (S3's tails)."""
+        async with self.services.db.read() as conn:
+            segments = await Uploads(conn).segments(upload_id)
+        last = segments[-1].name if segments else "p"
+        return set() if last.endswith("p") else {segment_start(last)}
 
     async def ids(self) -> set[str]:
         async with self.services.db.read() as conn:

@@ -24,6 +24,7 @@ import pytest
 from tusclient.client import TusClient
 
 from chatmedia.storage.s3 import open_s3_store
+from chatmedia.storage.s3parts import MultipartParts
 from tests.clamdserver import running_clamd
 from tests.conftest import png_bytes, unsigned
 from tests.e2e.conftest import Server, assert_unavailable
@@ -408,10 +409,12 @@ def test_resumable_uploads_hop_between_nodes(
     try:
         a, b = nodes(public_url=proxy.url), nodes(public_url=proxy.url)
         proxy.backends = [a.port, b.port]
-        body = secrets.token_bytes(3 * 1024 * 1024 + 11)
+        # On S3, chunks under 5 MiB are tails that the next PATCH (on either node) takes
+        # along until they make a part.
+        body = secrets.token_bytes(13 * 1024 * 1024 + 11)
         client = TusClient(f"{proxy.url}/v1/uploads", headers=a.auth)
         with io.BytesIO(body) as stream:
-            uploader = client.uploader(file_stream=stream, chunk_size=512 * 1024,
+            uploader = client.uploader(file_stream=stream, chunk_size=2 * 1024 * 1024,
                                        metadata={"filename": "hop.bin"})  # fmt: skip
             uploader.upload()
         file_id = uploader.url.rsplit("/", 1)[1]
@@ -426,11 +429,11 @@ def test_resumable_uploads_hop_between_nodes(
             made = on_a.post("/v1/uploads", headers=tus | {"Upload-Length": str(len(body))})
             path = "/" + made.headers["location"].split("/", 3)[3]
             first = on_a.patch(
-                path, content=body[:1_000_000], headers=patch | {"Upload-Offset": "0"}
+                path, content=body[:6_000_000], headers=patch | {"Upload-Offset": "0"}
             )
             assert first.status_code == 204
             offset = int(on_b.head(path, headers=tus).headers["upload-offset"])
-            assert offset == 1_000_000
+            assert offset == 6_000_000
             rest = on_b.patch(
                 path, content=body[offset:], headers=patch | {"Upload-Offset": str(offset)}
             )
@@ -445,8 +448,19 @@ def test_resumable_uploads_hop_between_nodes(
         store = open_s3_store(a.env["CHATMEDIA_STORAGE_URL"], a.env)
         pieces = anyio.run(_listed, store, "uploads/")
         assert pieces == []
+        # Nor a multipart upload under way, nor a staged blob.
+        assert anyio.run(_multipart_uploads, store) == []
+        assert anyio.run(_listed, store, "staging/") == []
     finally:
         proxy.close()
+
+
+async def _multipart_uploads(store: Any) -> list[tuple[str, str]]:
+    parts = MultipartParts(store.location)
+    try:
+        return await parts.uploads("")
+    finally:
+        await parts.aclose()
 
 
 async def _listed(store: Any, prefix: str) -> list[str]:

@@ -5,12 +5,14 @@ from chatmedia.storage.base import (
     BlobMissing,
     BlobStat,
     BlobStore,
+    Closing,
     LocalPaths,
     PieceStaging,
     Presigner,
     Segments,
     StagedBlob,
     StoreUnavailable,
+    TooManyParts,
     segment_start,
 )
 
@@ -19,11 +21,13 @@ __all__ = [
     "BlobMissing",
     "BlobStat",
     "BlobStore",
+    "Closing",
     "LocalPaths",
     "PieceStaging",
     "Presigner",
     "Segments",
     "StagedBlob",
     "StoreUnavailable",
+    "TooManyParts",
     "segment_start",
 ]

@@ -53,13 +53,18 @@ async def in_pieces(chunks: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]
         yield b"".join(pending)
 
 
-# A piece of a resumable upload: `<upload id>/<start, 20 digits>-<writer's generation>`.
-SEGMENT_NAME = re.compile(r"[A-Za-z0-9_-]{16,32}/[0-9]{20}-[0-9]{1,10}")
+# A piece of a resumable upload: `<upload id>/<start, 20 digits>-<writer's generation>`,
+# and `p` after it for a part of a multipart upload (chatmedia.storage.s3segments).
+SEGMENT_NAME = re.compile(r"[A-Za-z0-9_-]{16,32}/[0-9]{20}-[0-9]{1,10}p?")
 UPLOAD_ID = re.compile(r"[A-Za-z0-9_-]{16,32}")
 
 
 class BlobMissing(Exception):
     """A blob the metadata refers to is not in the store."""
+
+
+class TooManyParts(Exception):
+    """An upload came in more pieces than the store can join (S3: 10,000 parts)."""
 
 
 class StoreUnavailable(Exception):
@@ -133,14 +138,32 @@ class Segments(Protocol):
     upload's bytes from `start`, as one writer or (where a store can append) several
     writers in turn wrote them."""
 
+    async def begin_segments(self, upload_id: str) -> None:
+        """Get ready to keep the pieces of a new upload."""
+        ...
+
     async def put_segment(
-        self, name: str, chunks: AsyncIterable[bytes], after: tuple[str, int] | None = None
+        self,
+        name: str,
+        chunks: AsyncIterable[bytes],
+        after: tuple[str, int] | None = None,
+        total: int | None = None,
     ) -> tuple[str, int]:
         """Write `chunks` durably into a new piece `name` or, where the store can, at the
         end of piece `after[0]` while it still holds exactly `after[1]` bytes and no other
         writer is at it; the piece written to and how many bytes. If iterating `chunks`
         raises, nothing of them is left and the exception propagates; BlobMissing if the
-        upload's pieces were removed meanwhile (where a store can tell)."""
+        upload's pieces were removed meanwhile (where a store can tell). `total`, the
+        upload's length when known, tells a store that joins pieces the last one.
+        A store may keep the bytes of the piece `after` again in the new one (S3 does, to
+        make a part of them); the new piece then starts where that one did."""
+        ...
+
+    async def join_segments(self, upload_id: str, names: list[str], number: int) -> str | None:
+        """Once an upload is whole: the one piece that holds all of it, from 0, made from
+        the pieces `names` of its segments in order (`number`: a generation no writer
+        used but the caller, for one more piece), or None when the store keeps the
+        pieces as they are."""
         ...
 
     async def open_segment(
@@ -178,6 +201,13 @@ class PieceStaging(Protocol):
 def segment_start(name: str) -> int:
     """Where in its upload piece `name` starts."""
     return int(name.rpartition("/")[2].partition("-")[0])
+
+
+@runtime_checkable
+class Closing(Protocol):
+    """A store holding connections of its own, to let go of when the app stops."""
+
+    async def aclose(self) -> None: ...
 
 
 @runtime_checkable

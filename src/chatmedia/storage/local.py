@@ -132,8 +132,15 @@ class LocalBlobStore:
             raise BlobMissing(f"staged blob {staged.token} is gone") from None
         return _read_range(file, staged.size)
 
+    async def begin_segments(self, upload_id: str) -> None:
+        pass  # the upload's folder is made with its first piece
+
     async def put_segment(
-        self, name: str, chunks: AsyncIterable[bytes], after: tuple[str, int] | None = None
+        self,
+        name: str,
+        chunks: AsyncIterable[bytes],
+        after: tuple[str, int] | None = None,
+        total: int | None = None,
     ) -> tuple[str, int]:
         path, appended_at, file = self._segment_path(name), None, None
         if after is not None:  # one file for the PATCHes that follow each other
@@ -186,6 +193,9 @@ class LocalBlobStore:
             raise ValueError(f"not an upload id: {upload_id!r}")
         self._hashes.forget_upload(upload_id)
         await to_thread.run_sync(partial(shutil.rmtree, self._uploads / upload_id, True))
+
+    async def join_segments(self, upload_id: str, names: list[str], number: int) -> str | None:
+        return None  # a file is appended to: the pieces are read as they are
 
     async def stage_piece(
         self, name: str, size: int, chunks: AsyncIterable[bytes], same: Callable[[], bool]

@@ -4,7 +4,8 @@ Layout under the URL's prefix, named from our ids only:
 
     blobs/ab/cd/<sha256>    a promoted blob, sharded like the local store
     staging/<token>         a complete upload waiting for `promote` or `discard`
-    uploads/<id>/<start>-<writer>   a piece of a resumable upload under way (Segments)
+    uploads/<id>/<start>-<writer>   a piece of a resumable upload under way (Segments;
+                            see chatmedia.storage.s3segments for its multipart upload)
 
 `put` streams into ``staging/<token>`` with obstore's buffered writer: up to PART_SIZE bytes
 go as one PutObject; more becomes a multipart upload of PART_SIZE parts with at most
@@ -33,7 +34,7 @@ import hashlib
 import logging
 import re
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -45,14 +46,14 @@ from obstore.store import S3Store
 
 from chatmedia.storage.base import (
     CHUNK_SIZE,
-    SEGMENT_NAME,
-    UPLOAD_ID,
     BlobMissing,
     BlobStat,
     StagedBlob,
     StoreUnavailable,
     in_pieces,
 )
+from chatmedia.storage.s3parts import MultipartParts
+from chatmedia.storage.s3segments import S3Segments
 from chatmedia.storage.s3url import S3Location, parse_s3_url
 
 if TYPE_CHECKING:
@@ -112,6 +113,8 @@ class S3BlobStore:
             client_options=options,
             retry_config=_RETRY,
         )
+        signs = location.access_key_id is not None and location.secret_access_key is not None
+        self._segments = S3Segments(self, MultipartParts(location) if signs else None)
 
     def __repr__(self) -> str:
         where = self.location  # its repr leaves the credentials out
@@ -162,14 +165,62 @@ class S3BlobStore:
             raise
         return _chunks_of(result, end - start)
 
+    async def aclose(self) -> None:
+        await self._segments.aclose()
+
+    async def begin_segments(self, upload_id: str) -> None:
+        await self._segments.begin(upload_id)
+
     async def put_segment(
-        self, name: str, chunks: AsyncIterable[bytes], after: tuple[str, int] | None = None
+        self,
+        name: str,
+        chunks: AsyncIterable[bytes],
+        after: tuple[str, int] | None = None,
+        total: int | None = None,
     ) -> tuple[str, int]:
-        # An object cannot be appended to: each writer's bytes are a piece of their own.
-        return name, (await self._write(_segment_path(name), chunks)).size
+        return await self._segments.put(name, chunks, after, total)
+
+    async def open_segment(
+        self, name: str, offset: int, length: int
+    ) -> AsyncGenerator[bytes, None]:
+        return await self._segments.open(name, offset, length)
+
+    async def delete_segment(self, name: str, offset: int = 0, length: int = 0) -> None:
+        await self._segments.delete(name)
+
+    async def delete_segments(self, upload_id: str) -> None:
+        await self._segments.delete_all(upload_id)
+
+    async def join_segments(self, upload_id: str, names: list[str], number: int) -> str | None:
+        return await self._segments.join(upload_id, names, number)
+
+    async def stage_piece(
+        self, name: str, size: int, chunks: AsyncIterable[bytes], same: Callable[[], bool]
+    ) -> StagedBlob:
+        return await self._segments.stage(name, size, chunks, same)
+
+    # Objects by key under the prefix, for the pieces of uploads (S3Segments).
+
+    async def write_object(self, path: str, chunks: AsyncIterable[bytes]) -> _Upload:
+        """Stream `chunks` to a new object at `path`; nothing of it is left on failure."""
+        return await self._write(path, chunks)
+
+    async def read_object(self, path: str, start: int, end: int) -> AsyncGenerator[bytes, None]:
+        return await self._open(path, start, end)
+
+    async def object_size(self, path: str) -> int | None:
+        return await self._head(path)
+
+    async def delete_object(self, path: str) -> None:
+        await self._delete(path)
+
+    async def delete_objects(self, prefix: str) -> None:
+        with _store_errors("listing objects"):
+            async for batch in obstore.list(self._store, prefix):
+                for meta in batch:
+                    await self._delete(meta["path"])
 
     async def _write(self, path: str, chunks: AsyncIterable[bytes]) -> _Upload:
-        """Stream `chunks` to a new object at `path`; nothing of it is left on failure."""
         upload = _Upload(self._store, path)
         try:
             async for piece in in_pieces(chunks):
@@ -180,23 +231,6 @@ class S3BlobStore:
                 await upload.abandon(exc)
             raise
         return upload
-
-    async def open_segment(
-        self, name: str, offset: int, length: int
-    ) -> AsyncGenerator[bytes, None]:
-        return await self._open(_segment_path(name), offset, offset + length)
-
-    async def delete_segment(self, name: str, offset: int = 0, length: int = 0) -> None:
-        if offset == 0:  # never appended to: a piece's bytes are all of one writer's
-            await self._delete(_segment_path(name))
-
-    async def delete_segments(self, upload_id: str) -> None:
-        if not UPLOAD_ID.fullmatch(upload_id):
-            raise ValueError(f"not an upload id: {upload_id!r}")
-        with _store_errors("listing an upload's segments"):
-            async for batch in obstore.list(self._store, f"uploads/{upload_id}/"):
-                for meta in batch:
-                    await self._delete(meta["path"])
 
     async def delete(self, key: str) -> None:
         await self._delete(_blob_path(key))
@@ -324,12 +358,6 @@ def _blob_path(key: str) -> str:
     if not _KEY.fullmatch(key):
         raise ValueError(f"not a blob key: {key!r}")
     return f"blobs/{key[:2]}/{key[2:4]}/{key}"
-
-
-def _segment_path(name: str) -> str:
-    if not SEGMENT_NAME.fullmatch(name):
-        raise ValueError(f"not a segment name: {name!r}")
-    return f"uploads/{name}"
 
 
 def _staged_path(token: str) -> str:

@@ -33,6 +33,10 @@ class UploadParts:
     def __init__(self, store: Segments) -> None:
         self._store = store
 
+    async def begin(self, upload_id: str) -> None:
+        """Get the store ready for a new upload's pieces."""
+        await self._store.begin_segments(upload_id)
+
     async def write(
         self,
         upload_id: str,
@@ -42,20 +46,30 @@ class UploadParts:
         renew: Callable[[], Awaitable[bool]],
         digest: Any | None = None,
         last: Segment | None = None,
+        total: int | None = None,
     ) -> Segment:
         """A new segment of `chunks` from `start`, after segment `last` (the upload's last
-        committed one, if any), feeding `digest` (a hash object) when given. Raises
+        committed one, if any), feeding `digest` (a hash object) when given; `total`, the
+        upload's length when known. Raises
         ClaimLost when a renewal fails or the upload was ended meanwhile, and what
         iterating `chunks` raises; nothing of the segment is then left."""
         name = f"{upload_id}/{start:020d}-{generation}"
         after = (last.name, _offset(last) + last.length) if last is not None else None
         try:
             name, written = await self._store.put_segment(
-                name, _renewing(chunks, renew, digest), after
+                name, _renewing(chunks, renew, digest), after, total
             )
         except BlobMissing:  # the upload was ended while its bytes came
             raise ClaimLost() from None
         return Segment(start, written, name)
+
+    async def join(self, upload_id: str, segments: list[Segment], number: int) -> list[Segment]:
+        """A whole upload's segments as the store reads them once joined (`number`: the
+        generation of the caller's claim, which no other writer has)."""
+        joined = await self._store.join_segments(upload_id, [s.name for s in segments], number)
+        if joined is None:
+            return segments
+        return [Segment(0, sum(s.length for s in segments), joined)]
 
     def whole_piece(self, segments: list[Segment]) -> str | None:
         """The one piece holding every segment of an upload, from its start, when there is

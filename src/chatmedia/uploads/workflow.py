@@ -15,7 +15,7 @@ from starlette.requests import ClientDisconnect
 from chatmedia import mediatypes
 from chatmedia.access.principal import Principal
 from chatmedia.db.files import Files
-from chatmedia.db.uploads import Claim, Segment, Upload, Uploads
+from chatmedia.db.uploads import Claim, Upload, Uploads
 from chatmedia.db.usage import Usage
 from chatmedia.errors import (
     ChecksumMismatch,
@@ -26,12 +26,13 @@ from chatmedia.errors import (
     UploadLocked,
     UploadNotFound,
     UploadOffsetMismatch,
+    UploadTooFragmented,
 )
 from chatmedia.fairuse.quotas import adopt_upload, hold_upload, upload_hold
 from chatmedia.models import FileRecord
 from chatmedia.pipelines.upload import UploadInfo, new_file_id, store_file
 from chatmedia.services import Services
-from chatmedia.storage import Segments
+from chatmedia.storage import Segments, TooManyParts
 from chatmedia.units import format_size
 from chatmedia.uploads.parts import ClaimLost, UploadParts
 from chatmedia.uploads.protocol import Checksum
@@ -91,6 +92,7 @@ async def create_upload(
         expires_at=now + settings.upload_expiry,
     )  # fmt: skip
     try:
+        await parts_of(services).begin(upload.id)
         async with services.db.write() as conn:
             await Uploads(conn).create(upload)
     except BaseException:
@@ -138,14 +140,24 @@ async def write(
         async with services.db.write() as conn:
             return await Uploads(conn).renew(claim, datetime.now(UTC) + LEASE)
 
-    # 2. The bytes, within what the upload may still take, as a piece of its own.
+    # 2. The bytes, within what the upload may still take, as a piece of its own; once
+    # the first bytes are in, their type decides whether the rest may come.
     within = _within(cut.ended(chunks), limit, upload.length)
+    typed = _typed(services, upload, offset, within)
     try:
         segment = await parts.write(
-            upload.id, offset, claim.generation, within, renew, digest, claim.last
+            upload.id, offset, claim.generation, typed, renew, digest, claim.last, upload.length
         )
     except ClaimLost:
         raise UploadOffsetMismatch("the upload was taken over or ended meanwhile") from None
+    except UnsupportedMediaType:
+        await _drop(services, upload.id)
+        raise
+    except TooManyParts:
+        await _release(services, claim, offset)
+        raise UploadTooFragmented(
+            "the upload took more than 10,000 requests; send it again in larger chunks"
+        ) from None
     except BaseException:
         await _release(services, claim, offset)
         raise
@@ -157,11 +169,7 @@ async def write(
             raise ClientDisconnect()
         raise ChecksumMismatch(f"the chunk's {checksum.algorithm} is not the one sent")
     end = offset + segment.length
-    # 4. Once the first bytes are in, their type decides whether the rest may come.
-    head = min(mediatypes.SNIFF_SIZE, upload.length if upload.length is not None else end)
-    if offset < head <= end:
-        await _check_type(services, upload, segment, head)
-    # 5. The new offset, then the File once the last byte is in.
+    # 4. The new offset, then the File once the last byte is in.
     complete = upload.length is not None and end == upload.length
     if segment.length == 0:
         await parts.discard(segment)
@@ -258,14 +266,43 @@ async def _say_length(services: Services, upload: Upload, length: int) -> Upload
     return replace(upload, length=length)
 
 
-async def _check_type(services: Services, upload: Upload, last: Segment, head: int) -> None:
+async def _typed(
+    services: Services, upload: Upload, offset: int, chunks: AsyncIterable[bytes]
+) -> AsyncIterator[bytes]:
+    """`chunks` from `offset`, checked by type before any byte past the upload's head
+    (its first SNIFF_SIZE bytes, or all of a shorter one) is let through: raises
+    UnsupportedMediaType for a type the settings refuse."""
+    size = upload.length if upload.length is not None else services.settings.max_upload_size
+    head = min(mediatypes.SNIFF_SIZE, size)
+    if offset >= head:
+        async for chunk in chunks:
+            yield chunk
+        return
     async with services.db.read() as conn:
-        segments = [*await Uploads(conn).segments(upload.id), last]
-    data = b"".join([chunk async for chunk in parts_of(services).read(segments, head)])
-    content_type = await to_thread.run_sync(mediatypes.detect, data)
+        segments = await Uploads(conn).segments(upload.id)
+    data = bytearray().join([chunk async for chunk in parts_of(services).read(segments, offset)])
+    held: list[bytes] = []
+    async for chunk in chunks:
+        if len(data) < head:
+            data += chunk[: head - len(data)]
+            held.append(chunk)
+            if len(data) < head:
+                continue
+            await _check_type(services, bytes(data))
+            for kept in held:
+                yield kept
+            held = []
+        else:
+            yield chunk
+    if held and len(data) == size:  # the whole of an upload shorter than the head
+        await _check_type(services, bytes(data))
+    for kept in held:
+        yield kept
+
+
+async def _check_type(services: Services, head: bytes) -> None:
+    content_type = await to_thread.run_sync(mediatypes.detect, head)
     if not services.settings.type_policy.permits(content_type):
-        await parts_of(services).discard(last)
-        await _drop(services, upload.id)
         raise UnsupportedMediaType(f"files of type {content_type} are not allowed")
 
 
@@ -281,6 +318,13 @@ async def _finish(services: Services, principal: Principal, upload: Upload) -> F
     async with services.db.read() as conn:
         segments = await Uploads(conn).segments(upload.id)
     parts = parts_of(services)
+    try:
+        segments = await parts.join(upload.id, segments, upload.generation)
+    except TooManyParts:
+        await _drop(services, upload.id)
+        raise UploadTooFragmented(
+            "the upload took more than 10,000 requests; send it again in larger chunks"
+        ) from None
     held = await adopt_upload(services, upload.tenant, upload.id)
     record = await store_file(services, principal, parts.read(segments), lambda: info,
                               upload.length, held, parts.whole_piece(segments))  # fmt: skip

@@ -24,6 +24,7 @@ from chatmedia.errors import (
     UploadLocked,
     UploadNotFound,
     UploadOffsetMismatch,
+    UploadTooFragmented,
     UploadTypeInvalid,
 )
 from chatmedia.http.deps import authorized, get_services
@@ -63,7 +64,7 @@ _LOCATION = {"Location": {"schema": {"type": "string"}}}
 _COMMON = (TusVersionUnsupported, InvalidUploadHeader, UploadNotFound, UploadExpired)
 _WRITE = (
     UploadOffsetMismatch, UploadLocked, FileTooLarge, UploadTypeInvalid, UnsupportedMediaType,
-    ChecksumMismatch, MalwareDetected, QuotaExceeded, ConversationNotAllowed,
+    ChecksumMismatch, MalwareDetected, QuotaExceeded, ConversationNotAllowed, UploadTooFragmented,
 )  # fmt: skip
 
 
