@@ -103,8 +103,36 @@ async def test_a_late_writers_part_is_never_joined(store: S3BlobStore) -> None:
     done, _ = await store.put_segment(name(len(BIG), 3), stream(SMALL), None, len(data))
     # A writer later than all of them: its number is its own, the committed parts stay.
     await store.put_segment(name(0, 4), stream(late_bytes), None, len(data))
-    await store.join_segments(UPLOAD, [name(0, 2) + "p", done], 5)
+    joined = await store.join_segments(UPLOAD, [name(0, 2) + "p", done], 5)
+    assert joined is not None
     assert await staged_bytes(store, UPLOAD, len(data)) == data
+    staged = await store.stage_piece(joined, len(data), stream(data), lambda: True)
+    assert staged.sha256 == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("same_process", [True, False])
+async def test_the_hash_made_as_the_bytes_came_spares_reading_them_back(
+    store: S3BlobStore, same_process: bool
+) -> None:
+    data = SMALL + BIG
+    tail, n = await store.put_segment(name(0, 1), stream(SMALL), None, len(data))
+    last, _ = await store.put_segment(name(n, 2), stream(BIG), (tail, n), len(data))
+    finisher = store if same_process else S3BlobStore(store.location)
+    joined = await finisher.join_segments(UPLOAD, [tail, last], 3)
+    assert joined is not None
+    pulled = 0
+
+    async def read_back() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        async for chunk in stream(data):
+            pulled += len(chunk)
+            yield chunk
+
+    staged = await finisher.stage_piece(joined, len(data), read_back(), lambda: True)
+    assert staged.sha256 == hashlib.sha256(data).hexdigest()
+    assert (pulled < len(data)) == same_process  # the head alone, or every byte
+    if not same_process:
+        await finisher.aclose()
 
 
 async def test_a_last_request_without_bytes_makes_the_tail_the_last_part(

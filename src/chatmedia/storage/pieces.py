@@ -119,6 +119,12 @@ class PieceHashes:
     def forget(self, name: str) -> None:
         self._kept.pop(name, None)
 
+    def rename(self, name: str, new: str) -> None:
+        """Keep what piece `name` had under `new` (its bytes are now that piece's)."""
+        kept = self._kept.pop(name, None)
+        if kept is not None:
+            self.keep(new, *kept)
+
     def forget_upload(self, upload_id: str) -> None:
         for name in [n for n in self._kept if n.startswith(f"{upload_id}/")]:
             del self._kept[name]

@@ -30,7 +30,7 @@ import tempfile
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from contextlib import aclosing
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from anyio import to_thread
 
@@ -44,6 +44,7 @@ from chatmedia.storage.base import (
     in_pieces,
     segment_start,
 )
+from chatmedia.storage.pieces import PieceHashes
 from chatmedia.storage.s3parts import MAX_PART_NUMBER, MIN_PART_SIZE, MultipartParts
 
 if TYPE_CHECKING:
@@ -77,6 +78,8 @@ class S3Segments:
         self._store = store
         self._parts = parts
         self._uploads: OrderedDict[str, str] = OrderedDict()
+        # The hash of an upload's bytes from 0 to the end of a piece this process wrote.
+        self._hashes = PieceHashes()
 
     async def aclose(self) -> None:
         if self._parts is not None:
@@ -97,11 +100,13 @@ class S3Segments:
         if self._parts is None:  # one object per writer
             return name, (await self._store.write_object(_object_key(name), chunks)).size
         upload_id, start, generation = _parse(name)
+        digest = _hash_from(self._hashes, after, start)
         with tempfile.TemporaryFile() as spool:
-            # 1. The writer's bytes, spooled as they arrive.
+            # 1. The writer's bytes, spooled (and hashed, following the upload's hash so
+            # far when this process has it) as they arrive.
             written = 0
             async for piece in in_pieces(chunks):
-                await to_thread.run_sync(spool.write, piece)
+                await to_thread.run_sync(_spool, spool, piece, digest)
                 written += len(piece)
             if written == 0:
                 return name, 0
@@ -115,10 +120,13 @@ class S3Segments:
                     raise TooManyParts("the upload took more than 10,000 requests")
                 key, upload = _staged_key(upload_id), await self._upload_of(upload_id)
                 await self._parts.put_part(key, upload, generation, body, size)
-                return f"{upload_id}/{begins:020d}-{generation}p", written
-            tail_name = f"{upload_id}/{begins:020d}-{generation}"
-            await self._store.write_object(_object_key(tail_name), body)
-            return tail_name, written
+                piece_name = f"{upload_id}/{begins:020d}-{generation}p"
+            else:
+                piece_name = f"{upload_id}/{begins:020d}-{generation}"
+                await self._store.write_object(_object_key(piece_name), body)
+        if digest is not None:
+            self._hashes.keep(piece_name, start + written, digest)
+        return piece_name, written
 
     async def _tail_then(
         self, tail: tuple[str, int] | None, spool: IO[bytes], length: int
@@ -154,6 +162,7 @@ class S3Segments:
                 if found == key:
                     await self._parts.abort(key, upload)
             self._uploads.pop(upload_id, None)
+        self._hashes.forget_upload(upload_id)
         await self._store.delete_objects(f"uploads/{upload_id}/")
 
     async def join(self, upload_id: str, names: list[str], number: int) -> str | None:
@@ -185,6 +194,7 @@ class S3Segments:
         etags = await self._parts.parts(key, upload)
         await self._parts.complete(key, upload, [(n, etags[n]) for n in numbers])
         self._uploads.pop(upload_id, None)
+        self._hashes.rename(names[-1], joined_name(upload_id))
         return joined_name(upload_id)
 
     async def stage(
@@ -198,12 +208,17 @@ class S3Segments:
                 if generation == 0:
                     await self._store.delete_object(_staged_key(upload_id))
                 return staged
-            digest, seen = hashlib.sha256(first), len(first)
-            async for piece in pieces:
-                await to_thread.run_sync(digest.update, piece)
-                seen += len(piece)
-        if seen != size:
-            raise BlobMissing(f"upload {upload_id} does not hold its {size} bytes")
+            # When this process hashed every byte as it came, the checks have had what
+            # they look at (the head) and the rest need not be read again.
+            digest = self._hashes.get(name, size)
+            if digest is None:
+                digest, seen = hashlib.sha256(first), len(first)
+                async for piece in pieces:
+                    await to_thread.run_sync(digest.update, piece)
+                    seen += len(piece)
+                if seen != size:
+                    raise BlobMissing(f"upload {upload_id} does not hold its {size} bytes")
+        self._hashes.forget(name)
         sha256 = digest.hexdigest()
         return StagedBlob(key=sha256, size=size, sha256=sha256, token=staging_token(upload_id))
 
@@ -224,6 +239,20 @@ class S3Segments:
         self._uploads[upload_id] = upload
         if len(self._uploads) > _KNOWN_UPLOADS:
             self._uploads.popitem(last=False)
+
+
+def _hash_from(hashes: PieceHashes, after: tuple[str, int] | None, start: int) -> Any | None:
+    """The hash of an upload's bytes before `start`, when this process has it (and so
+    wrote the piece `after` that ends there)."""
+    if after is None:
+        return hashlib.sha256() if start == 0 else None
+    return hashes.get(after[0], start)
+
+
+def _spool(file: IO[bytes], piece: bytes, digest: Any | None) -> None:
+    file.write(piece)
+    if digest is not None:
+        digest.update(piece)
 
 
 def _parse(name: str) -> tuple[str, int, int]:
