@@ -43,10 +43,12 @@ from chatmedia.errors import (
     UploadExpired,
     UploadNotFound,
     UploadOffsetMismatch,
+    UploadTooFragmented,
 )
 from chatmedia.pipelines import files
 from chatmedia.services import Services
 from chatmedia.storage import BlobMissing, Segments, segment_start
+from chatmedia.storage.local import LocalBlobStore
 from chatmedia.uploads.protocol import Checksum
 from chatmedia.uploads.workflow import (
     Written,
@@ -582,3 +584,41 @@ async def test_a_refused_patch_does_not_declare_the_length(small: Services) -> N
     with pytest.raises(FileNotFound):
         await files.get_file(small, operator(), upload_id)
     assert (state.offset, state.length) == (5, None)
+
+
+async def test_an_upload_whose_pieces_the_store_lost_ends_as_expired(services: Services) -> None:
+    """A store that drops an upload's pieces behind chatmedia's back (on S3, a lifecycle
+    rule aborting its multipart upload) ends the upload: 410, not a 409 forever."""
+    data = content(7, 1024 * 1024)
+    made = await create_upload(services, operator(), len(data), {}, stream(data[:100_000]))
+    assert made.upload.offset == 100_000
+    assert isinstance(services.store, Segments)
+    await services.store.delete_segments(made.upload.id)
+    with pytest.raises(UploadExpired):
+        await write(services, operator(), made.upload.id, 100_000, stream(data[100_000:]), None)
+    with pytest.raises(UploadNotFound):
+        await upload_state(services, operator(), made.upload.id)
+
+
+async def test_an_upload_past_ten_thousand_requests_is_too_fragmented_on_s3(
+    services: Services,
+) -> None:
+    """S3 numbers a multipart upload's parts up to 10,000, and parts are numbered by claim:
+    past that the upload ends with a clear error, as no later request could add to it
+    either; local disk has no such bound."""
+    data = content(8, 1000)
+    made = await create_upload(services, operator(), len(data), {}, stream(data[:10]))
+    async with services.db.write() as conn:
+        await conn.execute(
+            uploads.update().where(uploads.c.id == made.upload.id).values(generation=10_000)
+        )
+    rest = stream(data[10:])
+    if isinstance(services.store, LocalBlobStore):
+        written = await write(services, operator(), made.upload.id, 10, rest, None)
+        assert written.file is not None
+        assert written.file.sha256 == hashlib.sha256(data).hexdigest()
+        return
+    with pytest.raises(UploadTooFragmented):
+        await write(services, operator(), made.upload.id, 10, rest, None)
+    with pytest.raises(UploadNotFound):
+        await upload_state(services, operator(), made.upload.id)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from anyio import to_thread
 from starlette.requests import ClientDisconnect
@@ -32,7 +32,7 @@ from chatmedia.fairuse.quotas import adopt_upload, hold_upload, upload_hold
 from chatmedia.models import FileRecord
 from chatmedia.pipelines.upload import UploadInfo, new_file_id, store_file
 from chatmedia.services import Services
-from chatmedia.storage import Segments, TooManyParts
+from chatmedia.storage import BlobMissing, Segments, TooManyParts
 from chatmedia.units import format_size
 from chatmedia.uploads.parts import ClaimLost, UploadParts
 from chatmedia.uploads.protocol import Checksum
@@ -149,12 +149,12 @@ async def write(
             upload.id, offset, claim.generation, typed, renew, digest, claim.last, upload.length
         )
     except ClaimLost:
-        raise UploadOffsetMismatch("the upload was taken over or ended meanwhile") from None
+        await _lost(services, claim)
     except UnsupportedMediaType:
         await _drop(services, upload.id)
         raise
-    except TooManyParts:
-        await _release(services, claim, offset)
+    except TooManyParts:  # no later claim could write either: the upload ends
+        await _drop(services, upload.id)
         raise UploadTooFragmented(
             "the upload took more than 10,000 requests; send it again in larger chunks"
         ) from None
@@ -245,6 +245,17 @@ async def _claim(services: Services, upload: Upload, offset: int) -> Claim:
     )
 
 
+async def _lost(services: Services, claim: Claim) -> NoReturn:
+    """Why a writer had to stop: another took the upload over or ended it, or (the claim
+    still its own) the store no longer has the upload's pieces, which ends the upload."""
+    async with services.db.read() as conn:
+        current = await Uploads(conn).get(claim.upload.id)
+    if current is not None and current.generation == claim.generation:
+        await _drop(services, claim.upload.id)
+        raise UploadExpired("the upload's stored bytes are gone (expired); start again")
+    raise UploadOffsetMismatch("the upload was taken over or ended meanwhile")
+
+
 async def _release(services: Services, claim: Claim, offset: int) -> None:
     """End a claim without moving the offset."""
     async with services.db.write() as conn:
@@ -320,14 +331,17 @@ async def _finish(services: Services, principal: Principal, upload: Upload) -> F
     parts = parts_of(services)
     try:
         segments = await parts.join(upload.id, segments, upload.generation)
+        held = await adopt_upload(services, upload.tenant, upload.id)
+        record = await store_file(services, principal, parts.read(segments), lambda: info,
+                                  upload.length, held, parts.whole_piece(segments))  # fmt: skip
     except TooManyParts:
         await _drop(services, upload.id)
         raise UploadTooFragmented(
             "the upload took more than 10,000 requests; send it again in larger chunks"
         ) from None
-    held = await adopt_upload(services, upload.tenant, upload.id)
-    record = await store_file(services, principal, parts.read(segments), lambda: info,
-                              upload.length, held, parts.whole_piece(segments))  # fmt: skip
+    except BlobMissing:  # the store lost its pieces (an S3 lifecycle rule, say)
+        await _drop(services, upload.id)
+        raise UploadExpired("the upload's stored bytes are gone (expired); start again") from None
     await _drop(services, upload.id)
     return record
 
