@@ -29,6 +29,7 @@ from tests.clamdserver import running_clamd
 from tests.conftest import png_bytes, unsigned
 from tests.e2e.conftest import Server, assert_unavailable
 from tests.e2e.test_erasure import erase_and_check
+from tests.e2e.test_uploads import assert_flat_memory
 from tests.pgserver import PostgresServer, postgres
 from tests.receivers import SseEvent, WebhookReceiver, sse_events
 from tests.s3server import S3Server, s3_server, start_s3_server, stop_s3_server
@@ -468,3 +469,11 @@ async def _listed(store: Any, prefix: str) -> list[str]:
     async for batch in obstore.list(store._store, prefix):
         names += [meta["path"] for meta in batch]
     return names
+
+
+def test_resumable_uploads_on_s3_hold_no_more_memory_for_more_bytes(
+    nodes: Callable[..., Server],
+) -> None:
+    """PATCHes are spooled to disk and sent to S3 as parts in pieces: 48 MiB in 1 MiB
+    PATCHes (tails, then parts) or in one PATCH cost what 4 MiB cost."""
+    assert_flat_memory(nodes(max_upload_size="64MiB"))
