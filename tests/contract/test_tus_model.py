@@ -24,8 +24,9 @@ from contextlib import aclosing
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
+import obstore
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, event, given, settings
@@ -49,6 +50,8 @@ from chatmedia.pipelines import files
 from chatmedia.services import Services
 from chatmedia.storage import BlobMissing, Segments, segment_start
 from chatmedia.storage.local import LocalBlobStore
+from chatmedia.storage.s3 import S3BlobStore
+from chatmedia.storage.s3parts import MultipartParts
 from chatmedia.uploads.protocol import Checksum
 from chatmedia.uploads.workflow import (
     Written,
@@ -549,6 +552,24 @@ class Program:
                 .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
             )
         await sweep_expired_uploads(self.services, limit=1000)
+        # Terminated, expired or made Files: nothing of any upload is left in the store.
+        assert await leftovers(self.services.store) == []
+
+
+async def leftovers(store: Any) -> list[str]:
+    """Uploads' pieces and staged blobs in the store, and (S3) multipart uploads under way."""
+    if isinstance(store, LocalBlobStore):
+        root = store._root
+        return [str(p) for d in (".uploads", ".staging") for p in (root / d).rglob("*")
+                if p.is_file()]  # fmt: skip
+    assert isinstance(store, S3BlobStore)
+    found = [m["path"] async for batch in obstore.list(store._store) for m in batch
+             if m["path"].startswith(("uploads/", "staging/"))]  # fmt: skip
+    parts = MultipartParts(store.location)
+    try:
+        return found + [key for key, _ in await parts.uploads("")]
+    finally:
+        await parts.aclose()
 
 
 @settings(
