@@ -219,3 +219,36 @@ def test_signatures_match_the_worked_examples_of_s3s_documentation(
         "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
         f"SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature={signature}"
     )
+
+
+async def test_without_static_credentials_each_writer_keeps_an_object(
+    s3_server: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With obstore's credential chain alone (here: its environment variables) nothing can
+    sign the multipart calls: each writer's bytes are an object, read back in order, and
+    the whole is staged as a copy, as `put` stages any upload."""
+    location = parse_s3_url(s3_server.url(f"c-{secrets.token_hex(4)}"), {})
+    assert location.access_key_id is not None
+    assert location.secret_access_key is not None
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", location.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", location.secret_access_key)
+    store = S3BlobStore(replace(location, access_key_id=None, secret_access_key=None))
+    await store.begin_segments(UPLOAD)
+    data = SMALL + BIG
+    first, n = await store.put_segment(name(0, 1), stream(SMALL), None, len(data))
+    second, m = await store.put_segment(name(n, 2), stream(BIG), (first, n), len(data))
+    assert (first, second) == (name(0, 1), name(n, 2))  # no tail taken along, no part
+    assert await store.join_segments(UPLOAD, [first, second], 3) is None
+    read = b""
+    for piece, length in ((first, n), (second, m)):
+        read += b"".join([c async for c in await store.open_segment(piece, 0, length)])
+    assert read == data
+    staged = await store.stage_piece(first, len(data), stream(data), lambda: True)
+    assert staged.token != staging_token(UPLOAD)
+    assert staged.sha256 == hashlib.sha256(data).hexdigest()
+    await store.discard(staged)
+    await store.delete_segments(UPLOAD)
+    await store.aclose()
+    signing = S3BlobStore(location)
+    assert await leftovers(signing) == ([], [])
+    await signing.aclose()
