@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/scanning.py
 	$(BIN)/python bench/media.py
 	$(BIN)/python bench/tus.py
+	$(BIN)/python bench/tus_ceilings.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache
