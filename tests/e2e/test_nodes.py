@@ -464,6 +464,18 @@ async def _multipart_uploads(store: Any) -> list[tuple[str, str]]:
         await parts.aclose()
 
 
+async def _parts_under_way(store: Any) -> list[str]:
+    """Every multipart upload under way, and each of its parts, as `key` and `key#number`."""
+    parts = MultipartParts(store.location)
+    try:
+        found = []
+        for key, upload in await parts.uploads(""):
+            found += [key, *(f"{key}#{n}" for n in await parts.parts(key, upload))]
+        return found
+    finally:
+        await parts.aclose()
+
+
 async def _listed(store: Any, prefix: str) -> list[str]:
     names: list[str] = []
     async for batch in obstore.list(store._store, prefix):

@@ -6,6 +6,7 @@ upload, and termination. Every finished upload is checked byte for byte."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -22,15 +23,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 import asyncpg
 import httpx
 import pytest
+from tusclient.client import TusClient
+from tusclient.exceptions import TusCommunicationError
 
 from chatmedia.storage.s3 import open_s3_store
 from tests.e2e.conftest import Server, wait_for
-from tests.e2e.test_nodes import RoundRobin, _listed, _pipe
+from tests.e2e.test_nodes import RoundRobin, _listed, _parts_under_way, _pipe
 from tests.pgserver import PostgresServer, postgres
 from tests.s3server import S3Server, s3_server
 
@@ -108,6 +112,7 @@ class Deployment:
     proxy: CuttingProxy
     pieces: Callable[[], list[str]]
     rows: Callable[[], int]
+    expire: Callable[[str], None]  # an upload's expiry moved into the past
 
     @property
     def endpoint(self) -> str:
@@ -119,6 +124,8 @@ class Deployment:
 
 
 _COUNT = "SELECT (SELECT count(*) FROM uploads) + (SELECT count(*) FROM upload_segments)"
+# SQLite holds UTC as naive text (chatmedia.db.schema.UTCDateTime), PostgreSQL a timestamptz.
+_EXPIRE = "UPDATE uploads SET expires_at = '2000-01-01 00:00:00.000000' WHERE id = "
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres-s3"])
@@ -133,10 +140,11 @@ def deployment(
             server = Server(tmp_path_factory.mktemp("tus-js"), **settings)
             server.start()
             servers.append(server)
-            uploads = server.data_dir / "blobs" / ".uploads"
+            blobs = server.data_dir / "blobs"
 
-            def local_pieces() -> list[str]:
-                return [str(p) for p in uploads.rglob("*") if p.is_file()]
+            def local_pieces() -> list[str]:  # pieces, and staged blobs
+                return [str(p) for d in (".uploads", ".staging")
+                        for p in (blobs / d).rglob("*") if p.is_file()]  # fmt: skip
 
             def sqlite_rows() -> int:
                 db = f"file:{server.data_dir / 'chatmedia.db'}?mode=ro"
@@ -144,7 +152,12 @@ def deployment(
                     count: int = conn.execute(_COUNT).fetchone()[0]
                 return count
 
-            made = Deployment(servers, proxy, local_pieces, sqlite_rows)
+            def sqlite_expire(upload_id: str) -> None:
+                db = f"file:{server.data_dir / 'chatmedia.db'}"
+                with contextlib.closing(sqlite3.connect(db, uri=True)) as conn, conn:
+                    conn.execute(_EXPIRE + "?", (upload_id,))
+
+            made = Deployment(servers, proxy, local_pieces, sqlite_rows, sqlite_expire)
         else:
             pg: PostgresServer = request.getfixturevalue("postgres")
             s3: S3Server = request.getfixturevalue("s3_server")
@@ -163,19 +176,31 @@ def deployment(
                 servers.append(node)
             store = open_s3_store(settings["storage_url"], servers[0].env)
 
-            def s3_pieces() -> list[str]:
-                return anyio.run(_listed, store, "uploads/")
+            def s3_pieces() -> list[str]:  # pieces, staged blobs, multipart uploads, parts
+                found = [p for d in ("uploads/", "staging/") for p in anyio.run(_listed, store, d)]
+                return found + anyio.run(_parts_under_way, store)
 
             def pg_rows() -> int:
                 return anyio.run(_pg_count, database)
 
-            made = Deployment(servers, proxy, s3_pieces, pg_rows)
+            def pg_expire(upload_id: str) -> None:
+                anyio.run(_pg_execute, database, _EXPIRE + "$1", upload_id)
+
+            made = Deployment(servers, proxy, s3_pieces, pg_rows, pg_expire)
         proxy.backends = [s.port for s in servers]
         yield made
     finally:
         proxy.close()
         for server in servers:
             server.stop()
+
+
+async def _pg_execute(url: str, statement: str, *args: str) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(statement, *args)
+    finally:
+        await conn.close()
 
 
 async def _pg_count(url: str) -> int:
@@ -432,3 +457,62 @@ def test_termination_mid_patch_leaves_nothing_behind(
             assert http.get(f"/v1/files/{url.rsplit('/', 1)[1]}").status_code == 404
     assert deployment.proxy.cut_done.wait(5)  # the writer's connection has ended: it is done
     assert_nothing_left(deployment)
+
+
+def test_tuspy_with_checksums_and_a_corrupted_chunk(deployment: Deployment, tmp_path: Path) -> None:
+    """tuspy sends every chunk with its SHA-1 (Upload-Checksum), node after node; a chunk
+    whose bytes do not match theirs is refused with 460 and leaves nothing (no piece, no
+    part), and the upload goes on from where it was."""
+    file, body = source(tmp_path, 3 * MiB + 17)
+    auth = deployment.servers[0].auth
+    with file.open("rb") as stream:  # tuspy leaves a file it opened itself open
+        uploader = TusClient(deployment.endpoint, headers=auth).uploader(
+            file_stream=stream, chunk_size=MiB, upload_checksum=True
+        )
+        uploader.upload()
+    check_file(deployment, str(uploader.url), body)
+    assert_nothing_left(deployment)
+    # By hand, through the proxy: 6 MiB, the last 5 MiB (an S3 part) sent corrupted.
+    body = secrets.token_bytes(6 * MiB)
+    patch = TUS | {"Content-Type": "application/offset+octet-stream"}
+    with httpx.Client(base_url=deployment.proxy.url, headers=auth, timeout=30) as http:
+        made = http.post("/v1/uploads", headers=TUS | {"Upload-Length": str(len(body))})
+        path = urlsplit(made.headers["location"]).path
+        first = patch | {"Upload-Offset": "0", "Upload-Checksum": _sha1(body[:MiB])}
+        assert http.patch(path, content=body[:MiB], headers=first).status_code == 204
+        kept = sorted(deployment.pieces())
+        rest = body[MiB:]
+        corrupted = rest[:-1] + bytes([rest[-1] ^ 1])
+        bad = patch | {"Upload-Offset": str(MiB), "Upload-Checksum": _sha1(rest)}
+        refused = http.patch(path, content=corrupted, headers=bad)
+        assert refused.status_code == 460
+        assert refused.json()["error"]["code"] == "checksum_mismatch"
+        assert sorted(deployment.pieces()) == kept
+        assert http.head(path, headers=TUS).headers["upload-offset"] == str(MiB)
+        good = http.patch(path, content=rest, headers=bad)
+        assert good.status_code == 204, good.text
+    check_file(deployment, path, body)
+    assert_nothing_left(deployment)
+
+
+def test_tuspy_finds_an_upload_left_untouched_expired(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """An upload untouched past its expiry (moved into the past in the database, as the
+    hours would) is 410 to the client coming back, and nothing of it is left."""
+    file, _ = source(tmp_path, 2 * MiB)
+    with file.open("rb") as stream:
+        uploader = TusClient(deployment.endpoint, headers=deployment.servers[0].auth).uploader(
+            file_stream=stream, chunk_size=MiB
+        )
+        uploader.upload_chunk()
+        assert uploader.offset == MiB
+        deployment.expire(urlsplit(str(uploader.url)).path.rsplit("/", 1)[1])
+        with pytest.raises(TusCommunicationError) as refused:
+            uploader.upload_chunk()
+    assert refused.value.status_code == 410
+    assert_nothing_left(deployment)
+
+
+def _sha1(data: bytes) -> str:
+    return "sha1 " + base64.b64encode(hashlib.sha1(data).digest()).decode()  # noqa: S324

@@ -141,12 +141,13 @@ async def write(
             return await Uploads(conn).renew(claim, datetime.now(UTC) + LEASE)
 
     # 2. The bytes, within what the upload may still take, as a piece of its own; once
-    # the first bytes are in, their type decides whether the rest may come.
+    # the first bytes are in, their type decides whether the rest may come, and a chunk
+    # that fails its checksum (or cannot be checked, cut short) is dropped whole.
     within = _within(cut.ended(chunks), limit, upload.length)
-    typed = _typed(services, upload, offset, within)
+    checked = _verified(_typed(services, upload, offset, within), digest, checksum, cut)
     try:
         segment = await parts.write(
-            upload.id, offset, claim.generation, typed, renew, digest, claim.last, upload.length
+            upload.id, offset, claim.generation, checked, renew, digest, claim.last, upload.length
         )
     except ClaimLost:
         await _lost(services, claim)
@@ -161,15 +162,8 @@ async def write(
     except BaseException:
         await _release(services, claim, offset)
         raise
-    # 3. A chunk that fails its checksum (or cannot be checked, cut short) is dropped whole.
-    if checksum is not None and (cut.happened or not _matches(digest, checksum)):
-        await parts.discard(segment)
-        await _release(services, claim, offset)
-        if cut.happened:
-            raise ClientDisconnect()
-        raise ChecksumMismatch(f"the chunk's {checksum.algorithm} is not the one sent")
     end = offset + segment.length
-    # 4. The new offset, then the File once the last byte is in.
+    # 3. The new offset, then the File once the last byte is in.
     complete = upload.length is not None and end == upload.length
     if segment.length == 0:
         await parts.discard(segment)
@@ -353,8 +347,20 @@ async def _drop(services: Services, upload_id: str) -> None:
     await parts_of(services).remove(upload_id)
 
 
-def _matches(digest: Any, checksum: Checksum) -> bool:
-    return digest is not None and bool(digest.digest() == checksum.digest)
+async def _verified(
+    chunks: AsyncIterable[bytes], digest: Any, checksum: Checksum | None, cut: _Interrupted
+) -> AsyncIterator[bytes]:
+    """`chunks`, then, when the PATCH carried Upload-Checksum, the check that they came
+    whole and match it (`digest` has seen them by then), raised within the stream so that
+    the store keeps none of them."""
+    async for chunk in chunks:
+        yield chunk
+    if checksum is None:
+        return
+    if cut.happened:
+        raise ClientDisconnect()
+    if digest is None or digest.digest() != checksum.digest:
+        raise ChecksumMismatch(f"the chunk's {checksum.algorithm} is not the one sent")
 
 
 class _Interrupted:
