@@ -41,6 +41,9 @@ from chatmedia.uploads.protocol import Checksum
 LEASE = timedelta(seconds=10)
 # How long the request that wrote the last byte holds the upload while it becomes a File.
 FINISH_LEASE = timedelta(minutes=10)
+# Why an upload ended while it was written to.
+_FRAGMENTED = "the upload took more than 10,000 requests; send it again in larger chunks"
+_GONE = "the upload's stored bytes are gone (expired); start again"
 # Upload-Metadata keys with a meaning of their own; the others become properties.
 _NAME_KEYS = ("filename", "name")
 _OWN_KEYS = (*_NAME_KEYS, "filetype", "conversationId")
@@ -156,9 +159,7 @@ async def write(
         raise
     except TooManyParts:  # no later claim could write either: the upload ends
         await _drop(services, upload.id)
-        raise UploadTooFragmented(
-            "the upload took more than 10,000 requests; send it again in larger chunks"
-        ) from None
+        raise UploadTooFragmented(_FRAGMENTED) from None
     except BaseException:
         await _release(services, claim, offset)
         raise
@@ -246,7 +247,7 @@ async def _lost(services: Services, claim: Claim) -> NoReturn:
         current = await Uploads(conn).get(claim.upload.id)
     if current is not None and current.generation == claim.generation:
         await _drop(services, claim.upload.id)
-        raise UploadExpired("the upload's stored bytes are gone (expired); start again")
+        raise UploadExpired(_GONE)
     raise UploadOffsetMismatch("the upload was taken over or ended meanwhile")
 
 
@@ -330,12 +331,10 @@ async def _finish(services: Services, principal: Principal, upload: Upload) -> F
                                   upload.length, held, parts.whole_piece(segments))  # fmt: skip
     except TooManyParts:
         await _drop(services, upload.id)
-        raise UploadTooFragmented(
-            "the upload took more than 10,000 requests; send it again in larger chunks"
-        ) from None
+        raise UploadTooFragmented(_FRAGMENTED) from None
     except BlobMissing:  # the store lost its pieces (an S3 lifecycle rule, say)
         await _drop(services, upload.id)
-        raise UploadExpired("the upload's stored bytes are gone (expired); start again") from None
+        raise UploadExpired(_GONE) from None
     await _drop(services, upload.id)
     return record
 
