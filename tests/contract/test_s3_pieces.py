@@ -252,3 +252,19 @@ async def test_without_static_credentials_each_writer_keeps_an_object(
     signing = S3BlobStore(location)
     assert await leftovers(signing) == ([], [])
     await signing.aclose()
+
+
+def test_answers_are_read_with_or_without_s3s_namespace() -> None:
+    """Some S3 clones answer without S3's XML namespace."""
+    from chatmedia.storage.s3parts import _all, _text, _xml
+
+    for xmlns in ('xmlns="http://s3.amazonaws.com/doc/2006-03-01/"', ""):
+        root = _xml(
+            f"<ListPartsResult {xmlns}><IsTruncated>false</IsTruncated>"
+            "<Part><PartNumber>3</PartNumber><ETag>&quot;e&quot;</ETag></Part>"
+            "</ListPartsResult>".encode()
+        )
+        assert [(_text(p, "PartNumber"), _text(p, "ETag")) for p in _all(root, "Part")] == [
+            ("3", '"e"')
+        ]
+        assert _text(root, "IsTruncated") == "false"

@@ -25,7 +25,6 @@ from chatmedia.storage.base import BlobMissing, StoreUnavailable
 from chatmedia.storage.s3url import S3Location
 
 UNSIGNED = "UNSIGNED-PAYLOAD"
-_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
 # S3's limits: parts are numbered 1 to 10,000, and all but the last hold at least 5 MiB.
 MAX_PART_NUMBER = 10_000
 MIN_PART_SIZE = 5 * 1024 * 1024
@@ -101,7 +100,7 @@ class MultipartParts:
         cut = len(self._path(""))
         found = sorted(
             (_text(u, "Initiated"), _text(u, "Key")[cut:], _text(u, "UploadId"))
-            for u in root.iter(f"{_NS}Upload")
+            for u in _all(root, "Upload")
         )
         return [(key, upload_id) for _, key, upload_id in found]
 
@@ -119,7 +118,7 @@ class MultipartParts:
         while True:
             params = {"uploadId": upload_id, "part-number-marker": marker}
             root = await self._call("GET", key, params)
-            for part in root.iter(f"{_NS}Part"):
+            for part in _all(root, "Part"):
                 found[int(_text(part, "PartNumber"))] = _text(part, "ETag")
             if _text(root, "IsTruncated", "false") != "true":
                 return found
@@ -195,10 +194,13 @@ def _xml(text: bytes) -> ET.Element:
     return ET.fromstring(text) if text.strip() else ET.Element("Empty")  # noqa: S314
 
 
+def _all(root: ET.Element, name: str) -> list[ET.Element]:
+    """The elements called `name`, in S3's namespace or none (some clones leave it out)."""
+    return [e for e in root.iter() if e.tag.rpartition("}")[2] == name]
+
+
 def _text(element: ET.Element, name: str, default: str | None = None) -> str:
-    found = element.find(f"{_NS}{name}")
-    if found is None:
-        found = element.find(name)
+    found = next((e for e in element if e.tag.rpartition("}")[2] == name), None)
     if found is None or found.text is None:
         if default is not None:
             return default
