@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -104,7 +105,8 @@ class Links:
         """The query parameters that sign `resource` (a path, with what names the file),
         and when they expire (Unix time)."""
         assert self._signing is not None, "no signing key yet"
-        expires = int(time.time() + (ttl or self.ttl).total_seconds())
+        # Rounded up: a link lives at least as long as asked (a second at most longer).
+        expires = math.ceil(time.time() + (ttl or self.ttl).total_seconds())
         if ttl is None:
             # Rounded up to the minute: within a minute a File keeps one url, which browsers
             # and caches then reuse; it lives at most a minute past CHATMEDIA_URL_TTL.

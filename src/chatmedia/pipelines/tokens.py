@@ -8,6 +8,7 @@ one conversation and to the scopes granted, whatever else the key may do."""
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -80,7 +81,7 @@ async def issue_token(
         raise NotFound(f"no conversation '{conversation_id}'")
     _check_conversation(conversation_id)
     # 2. Until the earlier of the lifetime asked for and the key's expiry.
-    expires = int(time.time() + ttl.total_seconds())
+    expires = math.ceil(time.time() + ttl.total_seconds())  # at least as long as asked
     if principal.expires_at is not None:
         expires = min(expires, int(principal.expires_at.timestamp()))
     grant = ConversationGrant(
