@@ -35,7 +35,6 @@ from __future__ import annotations
 import ctypes
 import importlib
 import json
-import math
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -118,7 +117,7 @@ class Sandbox:
         self._patient += patient
         try:
             started = False
-            with anyio.move_on_after(math.inf if start_within is None else start_within):
+            with anyio.move_on_after(start_within):  # None: as long as it takes
                 await self._slots.acquire()
                 started = True
             if not started:

@@ -13,6 +13,7 @@ from chatmedia.storage.base import (
     StagedBlob,
     StoreUnavailable,
     TooManyParts,
+    nothing,
     segment_start,
 )
 
@@ -29,5 +30,6 @@ __all__ = [
     "StagedBlob",
     "StoreUnavailable",
     "TooManyParts",
+    "nothing",
     "segment_start",
 ]

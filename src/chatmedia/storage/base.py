@@ -53,6 +53,19 @@ async def in_pieces(chunks: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]
         yield b"".join(pending)
 
 
+async def then(first: bytes, rest: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
+    """`first` (when not empty), then `rest`: a stream whose first piece was read ahead."""
+    if first:
+        yield first
+    async for piece in rest:
+        yield piece
+
+
+async def nothing() -> AsyncGenerator[bytes, None]:  # an empty stream
+    return
+    yield
+
+
 # A piece of a resumable upload: `<upload id>/<start, 20 digits>-<writer's generation>`,
 # and `p` after it for a part of a multipart upload (chatmedia.storage.s3segments).
 SEGMENT_NAME = re.compile(r"[A-Za-z0-9_-]{16,32}/[0-9]{20}-[0-9]{1,10}p?")

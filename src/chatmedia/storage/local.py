@@ -30,6 +30,7 @@ from chatmedia.storage.base import (
     BlobStat,
     StagedBlob,
     in_pieces,
+    then,
 )
 from chatmedia.storage.pieces import (
     PieceHashes,
@@ -205,8 +206,8 @@ class LocalBlobStore:
             first = await anext(pieces, b"")
             file = await to_thread.run_sync(open_to_stage, path, size) if same() else None
             if file is None:  # changed on the way (metadata taken out), or another writer's
-                return await self.put(_then(first, pieces))
-            return await self._stage_file(file, name, size, _then(first, pieces))
+                return await self.put(then(first, pieces))
+            return await self._stage_file(file, name, size, then(first, pieces))
 
     async def _stage_file(
         self, file: BinaryIO, name: str, size: int, pieces: AsyncIterable[bytes]
@@ -342,13 +343,6 @@ async def _read_range(file: BinaryIO, length: int) -> AsyncGenerator[bytes, None
 
 async def _once(data: bytes) -> AsyncGenerator[bytes, None]:
     yield data
-
-
-async def _then(first: bytes, rest: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
-    if first:
-        yield first
-    async for chunk in rest:
-        yield chunk
 
 
 def _link(path: Path, staged: Path) -> None:

@@ -51,6 +51,7 @@ from chatmedia.storage.base import (
     StagedBlob,
     StoreUnavailable,
     in_pieces,
+    nothing,
 )
 from chatmedia.storage.s3parts import MultipartParts
 from chatmedia.storage.s3segments import S3Segments
@@ -125,35 +126,36 @@ class S3BlobStore:
 
     async def put(self, chunks: AsyncIterable[bytes]) -> StagedBlob:
         token = secrets.token_hex(16)
-        upload = await self._write(_staged_path(token), chunks)
+        upload = await self.write_object(_staged_path(token), chunks)
         sha256 = upload.digest.hexdigest()
         return StagedBlob(key=sha256, size=upload.size, sha256=sha256, token=token)
 
     async def promote(self, staged: StagedBlob) -> None:
         source, target = _staged_path(staged.token), _blob_path(staged.key)
-        if await self._head(target) is None:
+        if await self.object_size(target) is None:
             try:
                 with _store_errors("copying a staged blob"):
                     await obstore.copy_async(self._store, source, target)
             except FileNotFoundError:
                 raise BlobMissing(f"staged blob {staged.token} is gone") from None
-        await self._delete(source)
+        await self.delete_object(source)
 
     async def discard(self, staged: StagedBlob) -> None:
-        await self._delete(_staged_path(staged.token))
+        await self.delete_object(_staged_path(staged.token))
 
     async def open_range(self, key: str, start: int, end: int) -> AsyncGenerator[bytes, None]:
-        return await self._open(_blob_path(key), start, end)
+        return await self.read_object(_blob_path(key), start, end)
 
     async def open_staged(self, staged: StagedBlob) -> AsyncGenerator[bytes, None]:
-        return await self._open(_staged_path(staged.token), 0, staged.size)
+        return await self.read_object(_staged_path(staged.token), 0, staged.size)
 
-    async def _open(self, path: str, start: int, end: int) -> AsyncGenerator[bytes, None]:
+    async def read_object(self, path: str, start: int, end: int) -> AsyncGenerator[bytes, None]:
+        """Bytes `start` to `end` of the object at `path` (keys relative to the prefix)."""
         key = path.rpartition("/")[2]
         if end <= start:  # S3 has no empty range: ask whether the blob is there at all
-            if await self._head(path) is None:
+            if await self.object_size(path) is None:
                 raise BlobMissing(f"blob {key} is missing")
-            return _nothing()
+            return nothing()
         try:
             with _store_errors("reading a blob"):
                 result = await obstore.get_async(self._store, path, options={"range": (start, end)})
@@ -201,26 +203,14 @@ class S3BlobStore:
 
     # Objects by key under the prefix, for the pieces of uploads (S3Segments).
 
-    async def write_object(self, path: str, chunks: AsyncIterable[bytes]) -> _Upload:
-        """Stream `chunks` to a new object at `path`; nothing of it is left on failure."""
-        return await self._write(path, chunks)
-
-    async def read_object(self, path: str, start: int, end: int) -> AsyncGenerator[bytes, None]:
-        return await self._open(path, start, end)
-
-    async def object_size(self, path: str) -> int | None:
-        return await self._head(path)
-
-    async def delete_object(self, path: str) -> None:
-        await self._delete(path)
-
     async def delete_objects(self, prefix: str) -> None:
         with _store_errors("listing objects"):
             async for batch in obstore.list(self._store, prefix):
                 for meta in batch:
-                    await self._delete(meta["path"])
+                    await self.delete_object(meta["path"])
 
-    async def _write(self, path: str, chunks: AsyncIterable[bytes]) -> _Upload:
+    async def write_object(self, path: str, chunks: AsyncIterable[bytes]) -> _Upload:
+        """Stream `chunks` to a new object at `path`; nothing of it is left on failure."""
         upload = _Upload(self._store, path)
         try:
             async for piece in in_pieces(chunks):
@@ -233,10 +223,10 @@ class S3BlobStore:
         return upload
 
     async def delete(self, key: str) -> None:
-        await self._delete(_blob_path(key))
+        await self.delete_object(_blob_path(key))
 
     async def stat(self, key: str) -> BlobStat | None:
-        size = await self._head(_blob_path(key))
+        size = await self.object_size(_blob_path(key))
         return None if size is None else BlobStat(key=key, size=size)
 
     async def sweep_staging(self, older_than: timedelta) -> int:
@@ -247,7 +237,7 @@ class S3BlobStore:
                 for meta in batch:
                     token = meta["path"].rpartition("/")[2]
                     if _TOKEN.fullmatch(token) and meta["last_modified"] < cutoff:
-                        await self._delete(_staged_path(token))
+                        await self.delete_object(_staged_path(token))
                         dropped += 1
         return dropped
 
@@ -262,7 +252,7 @@ class S3BlobStore:
         with _store_errors("signing a URL"):  # signing may first fetch credentials
             return await obstore.sign_async(self._store, "GET", _blob_path(key), expires)
 
-    async def _head(self, path: str) -> int | None:
+    async def object_size(self, path: str) -> int | None:
         """The object's size, or None when there is no such object."""
         try:
             with _store_errors("looking up a blob"):
@@ -271,7 +261,7 @@ class S3BlobStore:
             return None
         return meta["size"]
 
-    async def _delete(self, path: str) -> None:
+    async def delete_object(self, path: str) -> None:
         try:
             with _store_errors("deleting a blob"):
                 await obstore.delete_async(self._store, path)
@@ -347,11 +337,6 @@ async def _chunks_of(result: GetResult, length: int) -> AsyncGenerator[bytes, No
             yield chunk
     if received < length:
         raise BlobMissing("blob is shorter than its recorded size")
-
-
-async def _nothing() -> AsyncGenerator[bytes, None]:
-    return
-    yield
 
 
 def _blob_path(key: str) -> str:

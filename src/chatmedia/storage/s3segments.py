@@ -42,7 +42,9 @@ from chatmedia.storage.base import (
     StagedBlob,
     TooManyParts,
     in_pieces,
+    nothing,
     segment_start,
+    then,
 )
 from chatmedia.storage.pieces import PieceHashes
 from chatmedia.storage.s3parts import MAX_PART_NUMBER, MIN_PART_SIZE, MultipartParts
@@ -179,7 +181,7 @@ class S3Segments:
         # upload of no bytes at all, an empty object.
         if not names:
             await self._parts.abort(key, upload)
-            await self._store.write_object(key, _nothing())
+            await self._store.write_object(key, nothing())
             return joined_name(upload_id)
         if not is_part(names[-1]):
             if number > MAX_PART_NUMBER:
@@ -200,12 +202,13 @@ class S3Segments:
     async def stage(
         self, name: str, size: int, chunks: AsyncIterable[bytes], same: Callable[[], bool]
     ) -> StagedBlob:
-        upload_id, start, generation = _parse(name)
+        upload_id = name.partition("/")[0]
+        joined = name == joined_name(upload_id)
         async with aclosing(in_pieces(chunks)) as pieces:
             first = await anext(pieces, b"")
-            if (start, generation) != (0, 0) or not same():  # a copy, as `put` makes
-                staged = await self._store.put(_then(first, pieces))
-                if generation == 0:
+            if not joined or not same():  # a copy, as `put` makes
+                staged = await self._store.put(then(first, pieces))
+                if joined:
                     await self._store.delete_object(_staged_key(upload_id))
                 return staged
             # When this process hashed every byte as it came, the checks have had what
@@ -272,15 +275,3 @@ def _object_key(name: str) -> str:
     if generation == 0:
         return _staged_key(upload_id)
     return f"uploads/{name}"
-
-
-async def _then(first: bytes, rest: AsyncIterable[bytes]) -> AsyncGenerator[bytes, None]:
-    if first:
-        yield first
-    async for piece in rest:
-        yield piece
-
-
-async def _nothing() -> AsyncGenerator[bytes, None]:
-    return
-    yield

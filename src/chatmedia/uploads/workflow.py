@@ -32,7 +32,7 @@ from chatmedia.fairuse.quotas import adopt_upload, hold_upload, upload_hold
 from chatmedia.models import FileRecord
 from chatmedia.pipelines.upload import UploadInfo, new_file_id, store_file
 from chatmedia.services import Services
-from chatmedia.storage import BlobMissing, Segments, TooManyParts
+from chatmedia.storage import BlobMissing, Segments, TooManyParts, nothing
 from chatmedia.units import format_size
 from chatmedia.uploads.parts import ClaimLost, UploadParts
 from chatmedia.uploads.protocol import Checksum
@@ -104,7 +104,7 @@ async def create_upload(
     # 3. creation-with-upload: the first bytes came with it (an empty file is whole).
     if body is None and length != 0:
         return Written(upload)
-    return await write(services, principal, upload.id, 0, body or _nothing(), checksum)
+    return await write(services, principal, upload.id, 0, body or nothing(), checksum)
 
 
 async def upload_state(services: Services, principal: Principal, upload_id: str) -> Written:
@@ -386,8 +386,3 @@ async def _within(
             what = "the upload's length" if length is not None else "the size limit"
             raise FileTooLarge(f"the bytes pass {what}")
         yield chunk
-
-
-async def _nothing() -> AsyncIterator[bytes]:
-    return
-    yield
