@@ -195,12 +195,17 @@ def multipart_boundary(content_type: str | None) -> bytes | None:
     return boundary if valid else None
 
 
+# A quoted string, and a parameter in RFC 2231's form (`filename*=`) outside of one.
+_QUOTED = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_RFC2231_PARAMETER = re.compile(rb";\s*[!#$%&'+.^_`|~0-9A-Za-z-]+\*=")
+
+
 def _disposition(raw: bytes) -> tuple[str, str | None, str | None]:
     """A Content-Disposition's type, `name` and `filename`. Header values are UTF-8, as
     browsers send them. RFC 7578 §4.2 forbids `filename*=`, but some clients send it: a
     header with RFC 2231 parameters is read by the standard library's parser instead."""
     try:
-        if b"*=" in raw:
+        if _RFC2231_PARAMETER.search(_QUOTED.sub(b'""', raw)):
             message = EmailMessage()
             message["content-disposition"] = raw.decode()
             field = message.get_param("name", header="content-disposition")
