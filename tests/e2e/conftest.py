@@ -120,6 +120,42 @@ class Server:
             todo += [int(c) for c in children]
         return pids
 
+    def clients_on_each_worker(self, count: int, **kwargs: object) -> dict[int, list[httpx.Client]]:
+        """`count` open clients per worker process, by worker. Which worker accepts a
+        connection is the kernel's choice and one may take many in a row, so clients are
+        opened until each holds `count`; the rest are closed. The caller closes these."""
+        assert self.process is not None
+        pid = self.process.pid
+        workers = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        held: dict[int, list[httpx.Client]] = {pid: [] for pid in workers}
+        for _ in range(50 * count * len(workers)):
+            if all(len(clients) >= count for clients in held.values()):
+                break
+            client = self.client(**kwargs)
+            held[self._holder(client, workers)].append(client)
+        for client in (c for clients in held.values() for c in clients[count:]):
+            client.close()
+        assert all(len(c) >= count for c in held.values()), {p: len(c) for p, c in held.items()}
+        return {pid: clients[:count] for pid, clients in held.items()}
+
+    @staticmethod
+    def _holder(client: httpx.Client, workers: list[int]) -> int:
+        """The process holding the server end of `client`'s connection, opened here by a
+        request without a key: its socket's inode, by the client's port in /proc/net/tcp."""
+        answer = client.get("/healthz")
+        assert answer.status_code == 200
+        port = answer.extensions["network_stream"].get_extra_info("client_addr")[1]
+        rows = (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
+        inode = next(r[9] for r in rows if int(r[2].split(":")[1], 16) == port)
+        for pid in workers:
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                try:
+                    if fd.readlink().name == f"socket:[{inode}]":
+                        return pid
+                except FileNotFoundError:  # closed while listed
+                    continue
+        raise AssertionError(f"no worker holds the connection from port {port}")
+
     def peak_rss_mib(self) -> float:
         """The largest peak resident size (VmHWM) among the server's worker processes."""
         peaks = []
@@ -186,3 +222,13 @@ def start_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[
 @pytest.fixture(scope="module")
 def server(start_server: Callable[..., Server]) -> Server:
     return start_server()
+
+
+@pytest.fixture(scope="module")
+def worker_clients(server: Server) -> Iterator[list[httpx.Client]]:
+    """Three connections held on each worker of the module's `server`, so that a check
+    sent on all of them asks every worker."""
+    held = [c for cs in server.clients_on_each_worker(3).values() for c in cs]
+    yield held
+    for client in held:
+        client.close()

@@ -17,18 +17,21 @@ from tests.conftest import png_bytes
 from tests.e2e.conftest import Server
 
 pytestmark = pytest.mark.e2e
-# Enough requests on fresh connections that both workers take several.
-ROUNDS = 24
+# Requests per connection, each worker holding three connections.
+ROUNDS = 4
 
 
-def statuses(url: str, headers: dict[str, str] | None = None, method: str = "GET") -> set[int]:
-    """The statuses of ROUNDS requests sent at once, each on a new connection."""
+def statuses(
+    clients: list[httpx.Client], url: str, headers: dict[str, str] | None = None,
+    method: str = "GET",
+) -> set[int]:  # fmt: skip
+    """The statuses of ROUNDS requests on each of `clients`, all sent at once."""
 
-    def one(_: int) -> int:
-        return httpx.request(method, url, headers=headers, timeout=10).status_code
+    def one(client: httpx.Client) -> set[int]:
+        return {client.request(method, url, headers=headers).status_code for _ in range(ROUNDS)}
 
-    with ThreadPoolExecutor(8) as pool:
-        return set(pool.map(one, range(ROUNDS)))
+    with ThreadPoolExecutor(len(clients)) as pool:
+        return set().union(*pool.map(one, clients))
 
 
 def upload(client: httpx.Client, conversation: str, size: int) -> dict[str, str]:
@@ -52,21 +55,25 @@ def server(start_server: Callable[..., Server]) -> Server:
     return start_server(workers="2", auth_failure_limit="off")
 
 
-def test_a_deleted_file_is_gone_from_every_worker_at_once(server: Server) -> None:
+def test_a_deleted_file_is_gone_from_every_worker_at_once(
+    server: Server, worker_clients: list[httpx.Client]
+) -> None:
     with server.client(headers=server.auth) as admin:
         file = upload(admin, "cache-1", 5)
         content = f"{server.url}/v1/files/{file['id']}/content"
         by_name = f"{server.url}/file-engine/api/downloadFileStream?filename={file['storedName']}"
         signed = server.url + "/" + file["url"].split("/", 3)[3]
         for url, headers in ((content, server.auth), (by_name, None), (signed, None)):
-            assert statuses(url, headers) == {200}
+            assert statuses(worker_clients, url, headers) == {200}
         assert admin.delete(f"/v1/files/{file['id']}").status_code == 204
     for url, headers in ((content, server.auth), (by_name, None), (signed, None)):
-        assert statuses(url, headers) == {404}
-        assert statuses(url, headers, "HEAD") == {404}
+        assert statuses(worker_clients, url, headers) == {404}
+        assert statuses(worker_clients, url, headers, "HEAD") == {404}
 
 
-def test_revoked_keys_and_links_end_on_every_worker_at_once(server: Server) -> None:
+def test_revoked_keys_and_links_end_on_every_worker_at_once(
+    server: Server, worker_clients: list[httpx.Client]
+) -> None:
     with server.client(headers=server.auth) as admin:
         file = upload(admin, "cache-2", 6)
         content = f"{server.url}/v1/files/{file['id']}/content"
@@ -74,28 +81,30 @@ def test_revoked_keys_and_links_end_on_every_worker_at_once(server: Server) -> N
         by_api, api_headers = new_key(admin)
         by_cli, cli_headers = new_key(admin)
         for headers in (api_headers, cli_headers):
-            assert statuses(content, headers) == {200}
-        assert statuses(signed) == {200}
+            assert statuses(worker_clients, content, headers) == {200}
+        assert statuses(worker_clients, signed) == {200}
         # A link revocation, a key revoked over HTTP, and one revoked from the command line.
         assert admin.post(f"/v1/files/{file['id']}/links/revoke").status_code == 204
-        assert statuses(signed) == {403}
+        assert statuses(worker_clients, signed) == {403}
         assert admin.delete(f"/v1/keys/{by_api}").status_code == 204
-        assert statuses(content, api_headers) == {401}
+        assert statuses(worker_clients, content, api_headers) == {401}
     server.cli("keys", "revoke", by_cli)
-    assert statuses(content, cli_headers) == {401}
-    assert statuses(content, server.auth) == {200}  # the file itself is still there
+    assert statuses(worker_clients, content, cli_headers) == {401}
+    assert statuses(worker_clients, content, server.auth) == {200}  # the file itself is still there
 
 
-def test_an_erased_conversation_is_gone_from_every_worker_at_once(server: Server) -> None:
+def test_an_erased_conversation_is_gone_from_every_worker_at_once(
+    server: Server, worker_clients: list[httpx.Client]
+) -> None:
     with server.client(headers=server.auth) as admin:
         files = [upload(admin, "cache-3", size) for size in (7, 8)]
         # Its content, and its metadata (which the cache serves too, blob or no blob).
         urls = [f"{server.url}/v1/files/{f['id']}{end}" for f in files for end in ("/content", "")]
         for url in urls:
-            assert statuses(url, server.auth) == {200}
+            assert statuses(worker_clients, url, server.auth) == {200}
         assert admin.delete("/v1/conversations/cache-3").status_code == 200
     for url in urls:
-        assert statuses(url, server.auth) == {404}
+        assert statuses(worker_clients, url, server.auth) == {404}
 
 
 def test_both_workers_take_concurrent_uploads(server: Server) -> None:

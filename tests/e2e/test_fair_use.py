@@ -9,7 +9,6 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import httpx
 import pytest
@@ -97,39 +96,13 @@ def test_a_key_of_its_own_rate(start_server: Callable[..., Server]) -> None:
     assert "300/min" in server.cli("keys", "list").stdout
 
 
-def _owner(client: httpx.Client, workers: list[int]) -> int:
-    """The worker process holding the server end of `client`'s open connection: its
-    socket's inode, found in /proc/net/tcp by the client's port, among the workers' fds."""
-    answer = client.get("/healthz")  # carries no key: spends nothing of the key's rate
-    assert answer.status_code == 200
-    port = answer.extensions["network_stream"].get_extra_info("client_addr")[1]
-    rows = (line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:])
-    inode = next(r[9] for r in rows if int(r[2].split(":")[1], 16) == port)
-    for pid in workers:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            try:
-                if fd.readlink().name == f"socket:[{inode}]":
-                    return pid
-            except FileNotFoundError:  # an fd closed while listed
-                continue
-    raise AssertionError(f"no worker holds the connection from port {port}")
-
-
 def test_two_workers_together_allow_no_more_than_the_rate(
     start_server: Callable[..., Server],
 ) -> None:
     server = start_server(workers="2", rate_limit="50/s")  # burst 100
     workers = server.worker_pids()
     assert len(workers) == 2
-    # Connections until each worker holds four: which worker accepts a connection is the
-    # kernel's choice, and one worker may take many in a row.
-    held: dict[int, list[httpx.Client]] = {pid: [] for pid in workers}
-    for _ in range(200):
-        if all(len(clients) >= 4 for clients in held.values()):
-            break
-        client = server.client(headers=server.auth)
-        held[_owner(client, workers)].append(client)
-    assert all(len(c) >= 4 for c in held.values()), {pid: len(c) for pid, c in held.items()}
+    held = server.clients_on_each_worker(4, headers=server.auth)
     served = dict.fromkeys(workers, 0)
     counts = {"ok": 0, "limited": 0, "other": 0}
     lock = threading.Lock()
@@ -146,15 +119,15 @@ def test_two_workers_together_allow_no_more_than_the_rate(
     started = time.monotonic()
     threads = [
         threading.Thread(target=hammer, args=(client, pid))
-        for pid in workers
-        for client in held[pid][:4]
+        for pid, clients in held.items()
+        for client in clients
     ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     elapsed = time.monotonic() - started
-    for client in (c for cs in held.values() for c in cs):
+    for client in (c for clients in held.values() for c in clients):
         client.close()
     assert all(n > 10 for n in served.values()), served  # both workers admitted requests
     assert counts["other"] == 0, counts

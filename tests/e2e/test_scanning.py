@@ -210,7 +210,7 @@ def test_clamd_hanging_then_killed_mid_scan_leaves_the_file_pending_then_clean(
 
 
 def test_new_signatures_quarantine_an_old_file_everywhere_at_once(
-    server: Server, clamd_up: ClamdServer
+    server: Server, clamd_up: ClamdServer, worker_clients: list[httpx.Client]
 ) -> None:
     conversation = "scan-later"
     marker = b"CHATMEDIA-LATER-" + secrets.token_hex(8).encode()
@@ -231,7 +231,7 @@ def test_new_signatures_quarantine_an_old_file_everywhere_at_once(
         engine = f"{server.url}/file-engine/api/downloadFileStream?filename={file['storedName']}"
         # Both workers have served (and cached) the file and its key.
         for url, headers in ((content, as_reader), (file["url"], None), (engine, None)):
-            assert statuses(url, headers) == {200}
+            assert statuses(worker_clients, url, headers) == {200}
         # New signatures: clamd's version changes, recent files are scanned again.
         clamd_up.add_signature("Chatmedia-Test-Later", marker)
         clamd_up.reload()
@@ -240,8 +240,8 @@ def test_new_signatures_quarantine_an_old_file_everywhere_at_once(
         )
         # Gone for everyone but admins, on both workers, from the very next request.
         for url, headers in ((content, as_reader), (file["url"], None), (engine, None)):
-            assert statuses(url, headers) == {404}, url
-        assert statuses(f"{server.url}/v1/files/{file['id']}", as_reader) == {404}
+            assert statuses(worker_clients, url, headers) == {404}, url
+        assert statuses(worker_clients, f"{server.url}/v1/files/{file['id']}", as_reader) == {404}
         with server.client(headers=as_reader) as other:
             listed = other.get("/v1/files", params={"conversationId": conversation}).json()
             assert listed["items"] == []
@@ -264,7 +264,7 @@ def test_new_signatures_quarantine_an_old_file_everywhere_at_once(
         released = client.post(f"/v1/admin/files/{file['id']}/release")
         assert released.status_code == 200, released.text
         assert released.json()["scan"]["status"] == "clean"
-        assert statuses(content, as_reader) == {200}
+        assert statuses(worker_clients, content, as_reader) == {200}
         assert upload(client, b"meeting notes " + marker, conversation).status_code == 201
 
 
