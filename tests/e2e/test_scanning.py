@@ -8,13 +8,16 @@ from __future__ import annotations
 import hashlib
 import io
 import secrets
+import sqlite3
 import time
 import zipfile
 from collections.abc import Callable, Iterator
+from contextlib import closing
 
 import httpx
 import pytest
 
+from chatmedia.processing.jobs import LEASE
 from tests.clamdserver import EICAR, MARKER, ClamdServer, running_clamd
 from tests.conftest import png_bytes
 from tests.e2e.conftest import Server, replay, wait_for
@@ -207,6 +210,38 @@ def test_clamd_hanging_then_killed_mid_scan_leaves_the_file_pending_then_clean(
     clamd_up.start()
     with server.client(headers=server.auth) as client:
         wait_for(lambda: scan_status(client, file["id"]) == "clean", timeout=90)
+
+
+def test_a_crash_mid_scan_leaves_the_job_due_again_within_its_lease(
+    server: Server, clamd_up: ClamdServer
+) -> None:
+    body = b"crash notes " + secrets.token_hex(8).encode()
+    clamd_up.pause()
+    try:
+        with server.client(headers=server.auth) as client:
+            answer = upload(client, body, "scan-crash", "notes.txt")
+            assert answer.status_code == 201, answer.text
+            file = answer.json()
+            assert file["scan"]["status"] == "pending"
+        # Its job is claimed at once and hangs on clamd: the server dies holding the claim.
+        wait_for(lambda: _scan_attempts(server, hashlib.sha256(body).hexdigest()) == 1)
+        server.kill()
+    finally:
+        clamd_up.resume()
+    server.start()
+    with server.client(headers=server.auth) as client:
+        wait_for(lambda: scan_status(client, file["id"]) == "clean", LEASE.total_seconds() + 10)
+
+
+def _scan_attempts(server: Server, sha256: str) -> int:
+    """How many times the scan job of blob `sha256` was claimed (0: no job)."""
+    with closing(
+        sqlite3.connect(f"file:{server.data_dir / 'chatmedia.db'}?mode=ro", uri=True)
+    ) as db:
+        row = db.execute(
+            "SELECT attempts FROM jobs WHERE kind = 'scan' AND subject = ?", (sha256,)
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 def test_new_signatures_quarantine_an_old_file_everywhere_at_once(

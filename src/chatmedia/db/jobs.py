@@ -1,10 +1,11 @@
 """Repository of the durable jobs that follow a store (chatmedia.processing).
 
 A job is one kind of work on one subject (a blob's sha256), at most one row per pair. A
-claim moves the job's `run_after` to the end of the claim's lease and counts the attempt:
-a worker that dies mid-job leaves a job that comes due again when the lease ends, on any
-node. A claim is known by its attempt number, so a worker whose lease ran out (and whose
-job was claimed again) can neither finish nor reschedule it.
+claim moves the job's `run_after` to the end of the claim's lease and counts the attempt;
+the worker renews the lease while it runs the job, so a worker that dies mid-job leaves a
+job that comes due again soon after, on any node. A claim is known by its attempt number,
+so a worker whose lease ran out (and whose job was claimed again) can neither finish nor
+reschedule it.
 """
 
 from __future__ import annotations
@@ -130,6 +131,17 @@ class Jobs:
             .values(run_after=at, last_error=error[:_ERROR_LENGTH])
         )
         return result.rowcount == 1
+
+    async def renew(self, claimed: Iterable[Job], until: datetime) -> int:
+        """Extend the leases of these claims to `until`; how many were still held (a lost
+        claim is left to its new holder)."""
+        held = [sa.and_(*_claimed(job)) for job in claimed]
+        if not held:
+            return 0
+        result = await self._conn.execute(
+            jobs.update().where(sa.or_(*held)).values(run_after=until)
+        )
+        return result.rowcount
 
     async def count(self, kind: str) -> int:
         """How many jobs of this kind are queued."""

@@ -16,7 +16,7 @@ from chatmedia.errors import PreviewNotAvailable
 from chatmedia.media.job import MEDIA_JOB, media_job
 from chatmedia.media.kinds import preview_size
 from chatmedia.models import FileRecord, MediaState
-from chatmedia.processing.jobs import LEASE, RetryLater, reschedule
+from chatmedia.processing.jobs import LEASE, RetryLater, reschedule, running
 from chatmedia.services import Services
 
 # How often a request waiting for another process's preview looks for it (this
@@ -67,7 +67,8 @@ async def _make(services: Services, sha256: str) -> None:
         job = await Jobs(conn).claim(MEDIA_JOB, sha256, datetime.now(UTC), LEASE)
     if job is not None:
         try:
-            await media_job(services, job)
+            with running(job):
+                await media_job(services, job)
         except RetryLater as e:
             await reschedule(services, job, str(e))
         return

@@ -1,6 +1,9 @@
 """The job runner: each worker of each node claims due jobs (chatmedia.db.jobs) and runs
 them, a few at a time, with retries after a failure and after a crash.
 
+A claim lasts LEASE and is renewed every RENEW_SECONDS while its job runs, for however long
+it runs; a job whose worker died comes due again within LEASE, on any node.
+
 A handler finishes its job itself, in the transaction that records its result, so a
 result and the end of its job commit together. It raises RetryLater when the job cannot
 be done yet (a scanner that does not answer); any other exception is a bug, logged, and
@@ -11,7 +14,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import anyio
@@ -25,15 +29,30 @@ Handler = Callable[[Services, Job], Awaitable[None]]
 
 # Jobs one worker runs at once.
 CONCURRENCY = 4
-# How long a claim lasts: a job not finished by then (its worker died) comes due again.
-LEASE = timedelta(minutes=5)
+# How long a claim lasts unless renewed: a job whose worker died comes due again by then.
+LEASE = timedelta(seconds=15)
+RENEW_SECONDS = LEASE.total_seconds() / 3
 MAX_DELAY = timedelta(seconds=30)
 # How often a worker looks for due jobs when nothing woke it (retries, other nodes' jobs).
 POLL_SECONDS = 1.0
 
 
+# The claims this process is running jobs for, renewed together.
+_running: set[Job] = set()
+
+
 class RetryLater(Exception):
     """The job cannot be done now; the message says why (kept on the job)."""
+
+
+@contextmanager
+def running(job: Job) -> Iterator[None]:
+    """Keep `job`'s claim renewed while the block runs it."""
+    _running.add(job)
+    try:
+        yield
+    finally:
+        _running.discard(job)
 
 
 async def run_jobs_forever(
@@ -43,7 +62,8 @@ async def run_jobs_forever(
     woken by this process's events and at least every POLL_SECONDS, until `stopping` is
     set (jobs under way are let finish)."""
     slots = anyio.Semaphore(CONCURRENCY)
-    async with anyio.create_task_group() as running:
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(_renew_forever, services, stopping)
         while not stopping.is_set():
             version = services.bus.version
             claimed: list[Job] = []
@@ -51,7 +71,7 @@ async def run_jobs_forever(
                 claimed = await _claim(services, handlers, slots.value)
             for job in claimed:
                 await slots.acquire()
-                running.start_soon(_run, services, handlers[job.kind], job, slots)
+                tasks.start_soon(_run, services, handlers[job.kind], job, slots)
             if not claimed:
                 with anyio.move_on_after(POLL_SECONDS):
                     await services.bus.wait(version)
@@ -69,9 +89,25 @@ async def _claim(services: Services, handlers: Mapping[str, Handler], free: int)
     return []
 
 
+async def _renew_forever(services: Services, stopping: anyio.Event) -> None:
+    """Every RENEW_SECONDS, extend the leases of the jobs this process runs, until
+    `stopping` is set."""
+    while not stopping.is_set():
+        with anyio.move_on_after(RENEW_SECONDS):
+            await stopping.wait()
+        if not _running:
+            continue
+        try:
+            async with services.db.write() as conn:
+                await Jobs(conn).renew(list(_running), datetime.now(UTC) + LEASE)
+        except BACKEND_OUTAGES as e:
+            log.warning("could not renew the claims of running jobs: %s", e)
+
+
 async def _run(services: Services, handler: Handler, job: Job, slots: anyio.Semaphore) -> None:
     try:
-        await handler(services, job)
+        with running(job):
+            await handler(services, job)
     except RetryLater as e:
         await reschedule(services, job, str(e))
     except BACKEND_OUTAGES as e:
