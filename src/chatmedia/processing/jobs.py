@@ -100,8 +100,11 @@ async def _renew_forever(services: Services, stopping: anyio.Event) -> None:
         try:
             async with services.db.write() as conn:
                 await Jobs(conn).renew(list(_running), datetime.now(UTC) + LEASE)
-        except BACKEND_OUTAGES as e:
-            log.warning("could not renew the claims of running jobs: %s", e)
+        except Exception as e:
+            if is_outage(e):
+                log.warning("could not renew the claims of running jobs (%s)", e)
+            else:
+                log.exception("could not renew the claims of running jobs")
 
 
 async def _run(services: Services, handler: Handler, job: Job, slots: anyio.Semaphore) -> None:
