@@ -25,7 +25,9 @@ from collections.abc import AsyncGenerator, AsyncIterable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import IO, Protocol, runtime_checkable
+
+from anyio import to_thread
 
 # The size in which blob bytes are read and sent.
 CHUNK_SIZE = 256 * 1024
@@ -64,6 +66,19 @@ async def then(first: bytes, rest: AsyncIterable[bytes]) -> AsyncGenerator[bytes
 async def nothing() -> AsyncGenerator[bytes, None]:  # an empty stream
     return
     yield
+
+
+async def read_file(
+    file: IO[bytes], length: int, size: int = CHUNK_SIZE
+) -> AsyncGenerator[bytes, None]:
+    """The next `length` bytes of `file`, `size` at a time, each read in a worker thread;
+    BlobMissing when the file ends before them. The caller closes the file."""
+    while length > 0:
+        chunk = await to_thread.run_sync(file.read, min(size, length))
+        if not chunk:
+            raise BlobMissing("the bytes end before their recorded length")
+        length -= len(chunk)
+        yield chunk
 
 
 # A piece of a resumable upload: `<upload id>/<start, 20 digits>-<writer's generation>`,

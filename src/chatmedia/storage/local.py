@@ -30,6 +30,7 @@ from chatmedia.storage.base import (
     BlobStat,
     StagedBlob,
     in_pieces,
+    read_file,
     then,
 )
 from chatmedia.storage.pieces import (
@@ -330,15 +331,10 @@ class _Writer:
 
 
 async def _read_range(file: BinaryIO, length: int) -> AsyncGenerator[bytes, None]:
-    try:
-        while length > 0:
-            chunk = await to_thread.run_sync(file.read, min(CHUNK_SIZE, length))
-            if not chunk:
-                raise BlobMissing("blob is shorter than its recorded size")
-            length -= len(chunk)
-            yield chunk
-    finally:
-        file.close()
+    with file:
+        async with aclosing(read_file(file, length)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
 
 async def _once(data: bytes) -> AsyncGenerator[bytes, None]:

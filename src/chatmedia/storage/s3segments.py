@@ -43,6 +43,7 @@ from chatmedia.storage.base import (
     TooManyParts,
     in_pieces,
     nothing,
+    read_file,
     segment_start,
     then,
 )
@@ -118,10 +119,8 @@ class S3Segments:
             size = written + (tail[1] if tail is not None else 0)
             body = self._tail_then(tail, spool, written)
             if size >= MIN_PART_SIZE or (total is not None and start + written == total):
-                if generation > MAX_PART_NUMBER:
-                    raise TooManyParts("the upload took more than 10,000 requests")
                 key, upload = _staged_key(upload_id), await self._upload_of(upload_id)
-                await self._parts.put_part(key, upload, generation, body, size)
+                await self._parts.put_part(key, upload, _part_number(generation), body, size)
                 piece_name = f"{upload_id}/{begins:020d}-{generation}p"
             else:
                 piece_name = f"{upload_id}/{begins:020d}-{generation}"
@@ -139,12 +138,9 @@ class S3Segments:
                 async for chunk in chunks:
                     yield chunk
         await to_thread.run_sync(spool.seek, 0)
-        while length > 0:
-            piece = await to_thread.run_sync(spool.read, min(PIECE_SIZE, length))
-            if not piece:
-                raise BlobMissing("the spooled bytes are shorter than written")
-            length -= len(piece)
-            yield piece
+        async with aclosing(read_file(spool, length, PIECE_SIZE)) as pieces:
+            async for piece in pieces:
+                yield piece
 
     async def open(self, name: str, offset: int, length: int) -> AsyncGenerator[bytes, None]:
         if is_part(name):
@@ -184,13 +180,11 @@ class S3Segments:
             await self._store.write_object(key, nothing())
             return joined_name(upload_id)
         if not is_part(names[-1]):
-            if number > MAX_PART_NUMBER:
-                raise TooManyParts("the upload took more than 10,000 requests")
             size = await self._store.object_size(_object_key(names[-1]))
             if size is None:
                 raise BlobMissing(f"the tail {names[-1]} is missing")
             body = await self._store.read_object(_object_key(names[-1]), 0, size)
-            await self._parts.put_part(key, upload, number, body, size)
+            await self._parts.put_part(key, upload, _part_number(number), body, size)
         numbers = [int(m.group(2)) for n in names if (m := _PART.fullmatch(n))]
         numbers += [] if is_part(names[-1]) else [number]
         etags = await self._parts.parts(key, upload)
@@ -250,6 +244,13 @@ def _hash_from(hashes: PieceHashes, after: tuple[str, int] | None, start: int) -
     if after is None:
         return hashlib.sha256() if start == 0 else None
     return hashes.get(after[0], start)
+
+
+def _part_number(generation: int) -> int:
+    """A writer's generation as its part's number, which S3 bounds."""
+    if generation > MAX_PART_NUMBER:
+        raise TooManyParts("the upload took more than 10,000 requests")
+    return generation
 
 
 def _spool(file: IO[bytes], piece: bytes, digest: Any | None) -> None:

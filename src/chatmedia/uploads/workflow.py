@@ -154,12 +154,10 @@ async def write(
         )
     except ClaimLost:
         await _lost(services, claim)
-    except UnsupportedMediaType:
-        await _drop(services, upload.id)
-        raise
+    except UnsupportedMediaType as e:
+        await _end(services, upload.id, e)
     except TooManyParts:  # no later claim could write either: the upload ends
-        await _drop(services, upload.id)
-        raise UploadTooFragmented(_FRAGMENTED) from None
+        await _end(services, upload.id, UploadTooFragmented(_FRAGMENTED))
     except BaseException:
         await _release(services, claim, offset)
         raise
@@ -217,8 +215,7 @@ async def _find(
     if not principal.sees(upload.conversation_id):
         raise UploadNotFound(f"no upload '{upload_id}'")
     if upload.expires_at < datetime.now(UTC) and upload.lease_until is None:
-        await _drop(services, upload.id)
-        raise UploadExpired("the upload expired; start again")
+        await _end(services, upload.id, UploadExpired("the upload expired; start again"))
     return upload, None
 
 
@@ -246,8 +243,7 @@ async def _lost(services: Services, claim: Claim) -> NoReturn:
     async with services.db.read() as conn:
         current = await Uploads(conn).get(claim.upload.id)
     if current is not None and current.generation == claim.generation:
-        await _drop(services, claim.upload.id)
-        raise UploadExpired(_GONE)
+        await _end(services, claim.upload.id, UploadExpired(_GONE))
     raise UploadOffsetMismatch("the upload was taken over or ended meanwhile")
 
 
@@ -330,13 +326,17 @@ async def _finish(services: Services, principal: Principal, upload: Upload) -> F
         record = await store_file(services, principal, parts.read(segments), lambda: info,
                                   upload.length, held, parts.whole_piece(segments))  # fmt: skip
     except TooManyParts:
-        await _drop(services, upload.id)
-        raise UploadTooFragmented(_FRAGMENTED) from None
+        await _end(services, upload.id, UploadTooFragmented(_FRAGMENTED))
     except BlobMissing:  # the store lost its pieces (an S3 lifecycle rule, say)
-        await _drop(services, upload.id)
-        raise UploadExpired(_GONE) from None
+        await _end(services, upload.id, UploadExpired(_GONE))
     await _drop(services, upload.id)
     return record
+
+
+async def _end(services: Services, upload_id: str, error: Exception) -> NoReturn:
+    """Drop the upload, which cannot go on, and answer `error`."""
+    await _drop(services, upload_id)
+    raise error from None
 
 
 async def _drop(services: Services, upload_id: str) -> None:
